@@ -1,0 +1,131 @@
+"""Array backends, dtypes and seeded host-side random draws.
+
+The core of :mod:`sim` never imports numpy or CuPy directly for its numerics:
+every core function takes the array namespace from its inputs with
+:func:`namespace`, so the same code runs on numpy (CPU), CuPy (GPU) and
+array-api-strict (the tests' proof that only the standard array API is used).
+
+Random numbers are always drawn on the host with numpy, from
+``numpy.random.SeedSequence`` children, and then moved to the device. A run is
+therefore reproducible bit for bit across backends (up to the device's own
+floating-point arithmetic).
+
+Seed layout
+-----------
+A run has one integer ``seed``. Member ``m`` of an ensemble draws from the
+child ``SeedSequence(seed).spawn(E)[m]``, and inside a member each component
+(``"init"``, ``"feedback"``, ...) draws from that child's own child with the
+component's fixed index in :data:`COMPONENTS`. Data shared by all members draw
+from the root's component children, ``SeedSequence(seed, spawn_key=(c,))`` with
+``c`` offset by :data:`SHARED_OFFSET` so that they never collide with members.
+A member's draws therefore depend only on ``(seed, m, component)``, not on the
+ensemble size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from array_api_compat import array_namespace, is_cupy_array
+
+BACKENDS = ("numpy", "cupy")
+DTYPES = ("float64", "float32")
+
+#: Fixed indices of the random components of a member or of a run.
+COMPONENTS = ("init", "feedback", "data", "batches", "synthetic_gradient", "noise", "extra")
+#: Offset of the shared (not per-member) component streams of a run.
+SHARED_OFFSET = 2**20
+
+
+def _check_choice(kind: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def get_namespace(backend: str = "numpy"):
+    """Return the array-API namespace of a backend name (``"numpy"`` or ``"cupy"``).
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown, or CuPy (or a CUDA device) is not available.
+    """
+    _check_choice("backend", backend, BACKENDS)
+    if backend == "numpy":
+        import array_api_compat.numpy as xp
+
+        return xp
+    try:
+        import cupy
+    except ImportError as err:  # pragma: no cover - depends on the machine
+        raise ValueError(
+            "backend 'cupy' needs the package cupy: install the gpu extra "
+            "(pip install 'beyond-backprop[gpu]')"
+        ) from err
+    try:  # pragma: no cover - needs a GPU
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # pragma: no cover - needs a GPU
+        raise ValueError(f"backend 'cupy' needs a CUDA device; none usable: {err}") from err
+    if n_devices < 1:  # pragma: no cover - needs a GPU
+        raise ValueError("backend 'cupy' needs a CUDA device; none was found")
+    import array_api_compat.cupy as xp  # pragma: no cover - needs a GPU
+
+    return xp  # pragma: no cover - needs a GPU
+
+
+def namespace(*arrays):
+    """The array namespace shared by ``arrays`` (``None`` entries are ignored)."""
+    return array_namespace(*[a for a in arrays if a is not None])
+
+
+def get_dtype(xp, dtype: str = "float64"):
+    """The floating dtype object of ``xp`` named ``dtype`` (``float64`` or ``float32``)."""
+    _check_choice("dtype", dtype, DTYPES)
+    return getattr(xp, dtype)
+
+
+def to_device(array, xp, dtype: str | None = "float64"):
+    """Move a host (numpy) array to the namespace ``xp``, optionally casting it."""
+    host = np.asarray(array)
+    if dtype is None:
+        return xp.asarray(host)
+    return xp.asarray(host.astype(_check_choice("dtype", dtype, DTYPES), copy=False))
+
+
+def to_host(array) -> np.ndarray:
+    """Copy an array of any supported backend to a numpy array on the host."""
+    if isinstance(array, np.ndarray | np.generic | float | int):
+        return np.asarray(array)
+    if is_cupy_array(array):  # pragma: no cover - needs a GPU
+        return array.get()
+    try:
+        return np.asarray(array)
+    except (TypeError, ValueError, RuntimeError):
+        return np.from_dlpack(array)
+
+
+def member_rngs(seed: int, n_members: int, component: str) -> list[np.random.Generator]:
+    """One numpy Generator per ensemble member for a random ``component``.
+
+    Member ``m`` uses ``SeedSequence(seed).spawn(E)[m]``'s child number
+    ``COMPONENTS.index(component)``; see the module docstring.
+    """
+    _check_choice("random component", component, COMPONENTS)
+    _check_seed(seed)
+    c = COMPONENTS.index(component)
+    return [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(m, c))) for m in range(n_members)]
+
+
+def shared_rng(seed: int, component: str) -> np.random.Generator:
+    """A numpy Generator for a ``component`` shared by all members of a run."""
+    _check_choice("random component", component, COMPONENTS)
+    _check_seed(seed)
+    c = COMPONENTS.index(component)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SHARED_OFFSET + c,)))
+
+
+def _check_seed(seed) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")

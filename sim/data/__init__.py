@@ -1,0 +1,5 @@
+"""Seeded data generators. Every task returns a :class:`Dataset` of host arrays."""
+
+from .tasks import TASKS, Dataset, lillicrap_linear, linear_teacher, make_task, teacher_classification
+
+__all__ = ["TASKS", "Dataset", "lillicrap_linear", "linear_teacher", "make_task", "teacher_classification"]

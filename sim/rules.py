@@ -1,0 +1,343 @@
+r"""Learning rules as teaching signals: BP, FA and DFA.
+
+Every rule of the toolkit differs only in the teaching signal
+:math:`\delta_l` that layer ``l`` receives; the update is always
+
+.. math:: \Delta W_l = \operatorname{mean}_b\, \delta_{l,b}\, h_{l-1,b}^T,
+          \qquad W_l \leftarrow W_l - \eta\, \Delta W_l ,
+
+with :math:`\delta_L = e` the output error (:func:`sim.nn.output_error`).
+For a hidden layer, with :math:`f'` the activation derivative at :math:`a_l`:
+
+========  =====================================================================
+rule      :math:`\delta_l`
+========  =====================================================================
+``bp``    :math:`(W_{l+1}^T \delta_{l+1}) \odot f'` (back-propagation)
+``fa``    :math:`(B_{l+1} \delta_{l+1}) \odot f'`, ``B_{l+1}`` fixed, ``(n_l, n_{l+1})``
+``dfa``   :math:`(B_l \delta_L) \odot f'`, ``B_l`` fixed, ``(n_l, n_L)``
+========  =====================================================================
+
+The ``feedback`` argument is the list of fixed matrices, one per hidden layer,
+in layer order: ``B_2 .. B_L`` for FA and ``B_1 .. B_{L-1}`` for DFA. Each is
+``(E, rows, cols)`` or ``(rows, cols)`` (shared by all members).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import member_rngs, namespace, to_device
+from .nn import (
+    Forward,
+    activation_derivative,
+    check_activation,
+    check_loss,
+    forward,
+    loss_value,
+    output_error,
+)
+
+
+@dataclass(frozen=True)
+class Locking:
+    """What a layer must wait for before it can update (Jaderberg et al. 2016).
+
+    Attributes
+    ----------
+    forward : bool
+        The layer's input needs the forward pass of every layer below.
+    update : bool
+        The layer cannot update before the forward pass reached the output.
+    backward : bool
+        The layer cannot update before the layers above computed their signals.
+    """
+
+    forward: bool
+    update: bool
+    backward: bool
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A learning rule: how a hidden layer's teaching signal is formed.
+
+    ``hidden_signal(i, signals, weights, feedback)`` returns the signal of the
+    hidden layer with 0-based index ``i`` *before* the activation derivative,
+    given the signals already computed for the layers above (``signals[i+1:]``).
+    ``feedback`` names the fixed matrices the rule needs: ``None``,
+    ``"layerwise"`` (FA: ``B_{l+1}``) or ``"direct"`` (DFA: ``B_l``).
+    """
+
+    name: str
+    title: str
+    feedback: str | None
+    locking: Locking
+    hidden_signal: Callable
+
+
+def _bp_signal(i, signals, weights, feedback):
+    xp = namespace(signals[i + 1])
+    return xp.matmul(signals[i + 1], weights[i + 1])
+
+
+def _fa_signal(i, signals, weights, feedback):
+    xp = namespace(signals[i + 1])
+    return xp.matmul(signals[i + 1], xp.matrix_transpose(feedback[i]))
+
+
+def _dfa_signal(i, signals, weights, feedback):
+    xp = namespace(signals[-1])
+    return xp.matmul(signals[-1], xp.matrix_transpose(feedback[i]))
+
+
+RULES: dict[str, Rule] = {
+    "bp": Rule("bp", "back-propagation", None, Locking(True, True, True), _bp_signal),
+    "fa": Rule("fa", "feedback alignment", "layerwise", Locking(True, True, True), _fa_signal),
+    "dfa": Rule("dfa", "direct feedback alignment", "direct", Locking(True, True, False), _dfa_signal),
+}
+
+
+def get_rule(rule: str | Rule) -> Rule:
+    """The :class:`Rule` named ``rule`` (a :class:`Rule` is returned as is)."""
+    if isinstance(rule, Rule):
+        return rule
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(RULES)}")
+    return RULES[rule]
+
+
+@dataclass(frozen=True)
+class Updates:
+    """Everything one application of a rule to a batch produces.
+
+    Attributes
+    ----------
+    weights : list
+        ``dW_1 .. dW_L`` (descent directions: ``W <- W - lr * dW``).
+    biases : list or None
+        ``db_1 .. db_L`` when the network has biases.
+    signals : list
+        The per-sample teaching signals ``delta_1 .. delta_L``, ``(E, B, n_l)``.
+    loss : array
+        The loss of each member on the batch, ``(E,)``.
+    forward : Forward
+        The forward pass the updates were computed from.
+    """
+
+    weights: list
+    biases: list | None
+    signals: list
+    loss: object
+    forward: Forward
+
+
+def teaching_signals(rule: Rule, weights, fwd: Forward, error, activation: str, feedback=None) -> list:
+    """The teaching signals ``delta_1 .. delta_L`` of ``rule`` (``delta_L = error``)."""
+    n_layers = len(weights)
+    signals = [None] * n_layers
+    signals[-1] = error
+    for i in range(n_layers - 2, -1, -1):
+        signal = rule.hidden_signal(i, signals, weights, feedback)
+        signals[i] = signal * activation_derivative(fwd.preactivations[i], activation)
+    return signals
+
+
+def signal_updates(signals, inputs) -> list:
+    r"""Weight updates :math:`\operatorname{mean}_b \delta_{l,b} h_{l-1,b}^T` for every layer."""
+    xp = namespace(*signals)
+    updates = []
+    for delta, h in zip(signals, inputs):
+        batch = delta.shape[-2]
+        if h.ndim == 2:  # input shared by all members: (B, n) -> broadcast
+            h = h[None, ...]
+        updates.append(xp.matmul(xp.matrix_transpose(delta), h) / batch)
+    return updates
+
+
+def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedback=None, biases=None,
+                 validate=True) -> Updates:
+    """Apply ``rule`` to the batch ``(x, y)``: signals, updates and loss.
+
+    The full-information form of :func:`compute_updates`; see there for the
+    arguments. ``validate=False`` skips the input checks (for the trainer's hot
+    loop, whose inputs were checked once).
+    """
+    rule = get_rule(rule)
+    if validate:
+        validate_inputs(rule, weights, x, y, activation=activation, loss=loss, feedback=feedback,
+                        biases=biases)
+    fwd = forward(weights, x, activation, biases)
+    y_hat = fwd.output
+    error = output_error(y_hat, y, loss)
+    signals = teaching_signals(rule, weights, fwd, error, activation, feedback)
+    xp = namespace(y_hat)
+    bias_updates = None
+    if biases is not None:
+        bias_updates = [xp.mean(delta, axis=-2) for delta in signals]
+    return Updates(signal_updates(signals, fwd.inputs), bias_updates, signals, loss_value(y_hat, y, loss), fwd)
+
+
+def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedback=None):
+    r"""The weight updates ``[dW_1, ..., dW_L]`` of a learning rule on one batch.
+
+    Pure: no state, no I/O; the array namespace comes from the inputs.
+
+    Parameters
+    ----------
+    rule : {"bp", "fa", "dfa"}
+        The learning rule (see the module docstring for its teaching signal).
+    weights : list of arrays
+        ``W_1 .. W_L``, each ``(E, n_l, n_{l-1})``.
+    x : array
+        Inputs, ``(E, B, n_0)`` or ``(B, n_0)``.
+    y : array
+        Targets, ``(E, B, n_L)`` or ``(B, n_L)`` (one-hot for ``ce``).
+    activation : {"linear", "relu", "tanh"}
+        Hidden activation; the output layer is linear.
+    loss : {"mse", "ce"}
+        ``mse``: :math:`\frac{1}{2B}\sum_b\lVert\hat y_b-y_b\rVert^2`; ``ce``:
+        softmax cross-entropy averaged over the batch.
+    feedback : list of arrays, optional
+        FA: ``B_2 .. B_L`` with ``B_{l+1}`` of shape ``(n_l, n_{l+1})``; DFA:
+        ``B_1 .. B_{L-1}`` with ``B_l`` of shape ``(n_l, n_L)``; each may carry a
+        leading ensemble axis. Required by FA and DFA, ignored by BP.
+
+    Returns
+    -------
+    list of arrays
+        ``dW_l`` of shape ``(E, n_l, n_{l-1})``, descent directions
+        (``W_l <- W_l - lr * dW_l``); for BP exactly :math:`\partial L/\partial W_l`.
+
+    Raises
+    ------
+    ValueError
+        Unknown rule, activation or loss; mismatched shapes of weights, data or
+        feedback; missing feedback; non-finite inputs.
+    """
+    return rule_updates(rule, weights, x, y, activation=activation, loss=loss, feedback=feedback).weights
+
+
+# --- feedback matrices ---------------------------------------------------------------------------
+
+FEEDBACK_DISTRIBUTIONS = ("gaussian", "uniform")
+
+
+def feedback_shapes(rule, sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """Shapes of the fixed feedback matrices ``rule`` needs for layer ``sizes``."""
+    rule = get_rule(rule)
+    if rule.feedback == "layerwise":
+        return [(sizes[i], sizes[i + 1]) for i in range(1, len(sizes) - 1)]
+    if rule.feedback == "direct":
+        return [(sizes[i], sizes[-1]) for i in range(1, len(sizes) - 1)]
+    return []
+
+
+def draw_feedback(rule, sizes: Sequence[int], n_members: int, *, seed: int, distribution: str = "gaussian",
+                  scale: float = 1.0, xp=None, dtype: str = "float64") -> list | None:
+    r"""Draw the fixed random feedback matrices of FA or DFA for an ensemble.
+
+    Entries are i.i.d. with mean 0 and standard deviation
+    :math:`\mathrm{scale}/\sqrt{c}`, where ``c`` is the number of columns (the
+    size of the signal the matrix carries down): Gaussian, or uniform on
+    :math:`[-\mathrm{scale}\sqrt{3/c}, \mathrm{scale}\sqrt{3/c}]`. Member ``m``
+    draws from its own ``"feedback"`` seed stream (see :mod:`sim.backend`).
+
+    Returns
+    -------
+    list of arrays or None
+        One ``(E, rows, cols)`` array per hidden layer in layer order, or ``None``
+        for a rule without feedback (BP).
+    """
+    rule = get_rule(rule)
+    if rule.feedback is None:
+        return None
+    if distribution not in FEEDBACK_DISTRIBUTIONS:
+        raise ValueError(f"unknown feedback distribution {distribution!r}; "
+                         f"allowed: {', '.join(FEEDBACK_DISTRIBUTIONS)}")
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"feedback scale must be a positive finite number, got {scale!r}")
+    if xp is None:
+        from .backend import get_namespace
+
+        xp = get_namespace("numpy")
+    shapes = feedback_shapes(rule, sizes)
+    rngs = member_rngs(seed, n_members, "feedback")
+    host = [np.empty((n_members, *shape)) for shape in shapes]
+    for m, rng in enumerate(rngs):
+        for arr, (rows, cols) in zip(host, shapes):
+            std = scale / np.sqrt(cols)
+            if distribution == "gaussian":
+                arr[m] = rng.normal(0.0, std, size=(rows, cols))
+            else:
+                bound = std * np.sqrt(3.0)
+                arr[m] = rng.uniform(-bound, bound, size=(rows, cols))
+    return [to_device(a, xp, dtype) for a in host]
+
+
+# --- input checks --------------------------------------------------------------------------------
+
+def _all_finite(a) -> bool:
+    xp = namespace(a)
+    return bool(xp.all(xp.isfinite(a)))
+
+
+def validate_inputs(rule, weights, x, y, *, activation, loss, feedback=None, biases=None) -> None:
+    """Check names, shapes and finiteness of a rule's inputs; raise ``ValueError`` if wrong."""
+    rule = get_rule(rule)
+    check_activation(activation)
+    check_loss(loss)
+    if len(weights) < 1:
+        raise ValueError("weights must hold at least one layer")
+    for i, w in enumerate(weights):
+        if w.ndim != 3:
+            raise ValueError(f"weight W_{i + 1} must have shape (E, n_out, n_in), got {tuple(w.shape)}")
+    n_members = weights[0].shape[0]
+    sizes = [weights[0].shape[2]] + [w.shape[1] for w in weights]
+    for i, w in enumerate(weights):
+        if w.shape[0] != n_members:
+            raise ValueError(f"weight W_{i + 1} has {w.shape[0]} members, W_1 has {n_members}")
+        if i > 0 and w.shape[2] != weights[i - 1].shape[1]:
+            raise ValueError(f"weight W_{i + 1} expects {w.shape[2]} inputs but W_{i} has "
+                             f"{weights[i - 1].shape[1]} outputs")
+    for name, arr, width in (("x", x, sizes[0]), ("y", y, sizes[-1])):
+        if arr.ndim not in (2, 3):
+            raise ValueError(f"{name} must have shape (B, n) or (E, B, n), got {tuple(arr.shape)}")
+        if arr.shape[-1] != width:
+            raise ValueError(f"{name} has {arr.shape[-1]} features, the network expects {width}")
+        if arr.ndim == 3 and arr.shape[0] != n_members:
+            raise ValueError(f"{name} has {arr.shape[0]} members, the weights have {n_members}")
+        if not _all_finite(arr):
+            raise ValueError(f"{name} contains non-finite values (nan or inf)")
+    if x.shape[-2] != y.shape[-2]:
+        raise ValueError(f"x has batch size {x.shape[-2]} but y has {y.shape[-2]}")
+    if x.shape[-2] < 1:
+        raise ValueError("the batch is empty")
+    for i, w in enumerate(weights):
+        if not _all_finite(w):
+            raise ValueError(f"weight W_{i + 1} contains non-finite values (nan or inf)")
+    if biases is not None:
+        if len(biases) != len(weights):
+            raise ValueError(f"got {len(biases)} bias vectors for {len(weights)} layers")
+        for i, b in enumerate(biases):
+            if tuple(b.shape) != (n_members, sizes[i + 1]):
+                raise ValueError(f"bias b_{i + 1} must have shape {(n_members, sizes[i + 1])}, "
+                                 f"got {tuple(b.shape)}")
+    if rule.feedback is None:
+        return
+    expected = feedback_shapes(rule, sizes)
+    what = "B_2 .. B_L" if rule.feedback == "layerwise" else "B_1 .. B_{L-1}"
+    if feedback is None:
+        raise ValueError(f"rule {rule.name!r} needs feedback matrices {what} "
+                         f"(see sim.rules.draw_feedback)")
+    if len(feedback) != len(expected):
+        raise ValueError(f"rule {rule.name!r} needs {len(expected)} feedback matrices ({what}), "
+                         f"got {len(feedback)}")
+    for i, (b, shape) in enumerate(zip(feedback, expected)):
+        if tuple(b.shape[-2:]) != shape or b.ndim not in (2, 3) or (b.ndim == 3 and b.shape[0] != n_members):
+            raise ValueError(f"feedback matrix {i + 1} of rule {rule.name!r} must have shape {shape} "
+                             f"or {(n_members, *shape)}, got {tuple(b.shape)}")
+        if not _all_finite(b):
+            raise ValueError(f"feedback matrix {i + 1} contains non-finite values (nan or inf)")
