@@ -1,0 +1,132 @@
+"""Experiments ``fa-linear`` and ``dfa-nonlinear``: BP, FA and DFA side by side."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import to_device, to_host
+from ..data import lillicrap_linear, teacher_classification
+from ..data.tasks import Dataset
+from ..network import init_network
+from ..nn import accuracy, predict
+from ..plots import mean_and_spread, new_figure
+from ..rules import draw_feedback
+from ..train import train
+from . import Context, ExperimentResult, experiment
+
+RULE_NAMES = ("bp", "fa", "dfa")
+
+
+def compare_rules(sizes, data: Dataset, settings: dict, ctx: Context, *, activation: str, probe_for_bp: str):
+    """Train one ensemble per rule from the same init; BP's signals are probed with ``probe_for_bp``.
+
+    Returns ``{rule: TrainResult}`` and a list of divergence messages.
+    """
+    results, diverged = {}, []
+    for name in settings["rules"]:
+        net = init_network(sizes, ctx.n_seeds, seed=ctx.seed, scale=settings["init_scale"], activation=activation,
+                           xp=ctx.xp, dtype=ctx.dtype)
+        feedback_rule = probe_for_bp if name == "bp" else name
+        feedback = draw_feedback(feedback_rule, sizes, ctx.n_seeds, seed=ctx.seed,
+                                 scale=settings["feedback_scale"], xp=ctx.xp, dtype=ctx.dtype)
+        res = train(net, data, rule=name, steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"],
+                    feedback=feedback, seed=ctx.seed, record_every=settings["record_every"],
+                    probe=feedback_rule, progress=ctx.progress)
+        results[name] = res
+        diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
+    return results, diverged
+
+
+def _summary_stats(values) -> dict:
+    v = np.asarray(values, dtype=float)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return {"mean": None, "std": None}
+    return {"mean": float(finite.mean()), "std": float(finite.std())}
+
+
+@experiment(
+    "fa-linear",
+    title="Feedback alignment on the Lillicrap et al. 30-20-10 linear task",
+    description="Loss and hidden-layer alignment angle over time for BP, FA and DFA across seeds. The angle is "
+                "between the hidden teaching signal of the rule and BP's; for the BP-trained control it is the "
+                "angle between a fixed random feedback's signal B e and BP's W^T e.",
+    defaults={"n_samples": 1000, "hidden": 20, "steps": 4000, "lr": 0.02, "batch_size": 50, "init_scale": 0.5,
+              "feedback_scale": 1.0, "record_every": 20, "rules": list(RULE_NAMES)},
+    quick={"steps": 800, "record_every": 20},
+)
+def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
+    data = lillicrap_linear(settings["n_samples"], seed=ctx.seed)
+    sizes = [data.n_inputs, settings["hidden"], data.n_outputs]
+    results, diverged = compare_rules(sizes, data, settings, ctx, activation="linear", probe_for_bp="fa")
+    fig, (ax_loss, ax_angle) = new_figure(2)
+    metrics, arrays = {}, {}
+    for name, res in results.items():
+        steps = res.steps
+        loss, angle = res.metric("loss"), res.metric("signal_angle")[..., 0]
+        label = {"bp": "BP (angle: fixed B vs BP)", "dfa": "DFA (= FA with one hidden layer)"}.get(name, name.upper())
+        style = "--" if name == "dfa" else "-"
+        mean_and_spread(ax_loss, steps, loss, label=label, log=True, linestyle=style)
+        mean_and_spread(ax_angle, steps, angle, label=label, linestyle=style)
+        arrays.update({f"{name}_steps": steps, f"{name}_loss": loss, f"{name}_signal_angle": angle})
+        metrics[name] = {"final_loss": _summary_stats(loss[-1]), "initial_loss": _summary_stats(loss[0]),
+                         "final_signal_angle_deg": _summary_stats(angle[-1])}
+    ax_loss.set(xlabel="step", ylabel="training loss (mse)", title="loss")
+    ax_angle.axhline(90, color="grey", lw=0.8, ls="--")
+    ax_angle.set(xlabel="step", ylabel="angle to BP signal (degrees)", title="hidden-layer alignment", ylim=(0, 120))
+    for ax in (ax_loss, ax_angle):
+        ax.legend()
+    summary = "; ".join(f"{n}: final loss {m['final_loss']['mean']:.3g}, hidden angle "
+                        f"{m['final_signal_angle_deg']['mean']:.1f} deg" for n, m in metrics.items()
+                        if m["final_loss"]["mean"] is not None)
+    return ExperimentResult(metrics, arrays, {"fa_linear": fig}, summary, diverged)
+
+
+@experiment(
+    "dfa-nonlinear",
+    title="BP, FA and DFA on a nonlinear teacher (tanh network)",
+    description="Loss, accuracy and per-layer alignment of the hidden teaching signals with BP's, and the weight "
+                "alignment of FA and DFA, for a tanh MLP on a nonlinear teacher classification task.",
+    defaults={"n_train": 4000, "n_test": 2000, "n_inputs": 20, "n_classes": 5, "hidden": [64, 64], "steps": 6000,
+              "lr": 0.1, "batch_size": 64, "init_scale": 1.0, "feedback_scale": 1.0, "record_every": 100,
+              "rules": list(RULE_NAMES)},
+    quick={"n_train": 1000, "n_test": 500, "steps": 1200, "record_every": 50},
+)
+def dfa_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
+    n_train = settings["n_train"]
+    full = teacher_classification(n_train + settings["n_test"], seed=ctx.seed, n_inputs=settings["n_inputs"],
+                                  n_classes=settings["n_classes"])
+    data = Dataset(full.x[:n_train], full.y[:n_train], full.kind, full.info)
+    test = Dataset(full.x[n_train:], full.y[n_train:], full.kind, full.info)
+    sizes = [settings["n_inputs"], *settings["hidden"], settings["n_classes"]]
+    results, diverged = compare_rules(sizes, data, settings, ctx, activation="tanh", probe_for_bp="dfa")
+    fig, axes = new_figure(4)
+    metrics, arrays = {}, {}
+    x_test, y_test = to_device(test.x, ctx.xp, ctx.dtype), to_device(test.y, ctx.xp, ctx.dtype)
+    for name, res in results.items():
+        steps = res.steps
+        loss, acc, angles = res.metric("loss"), res.metric("accuracy"), res.metric("signal_angle")
+        test_acc = to_host(accuracy(predict(res.network.weights, x_test, "tanh"), y_test))
+        mean_and_spread(axes[0], steps, loss, label=name.upper(), log=True)
+        mean_and_spread(axes[1], steps, acc, label=name.upper())
+        if name != "bp":
+            for layer in range(angles.shape[-1]):
+                mean_and_spread(axes[2 if name == "fa" else 3], steps, angles[..., layer], label=f"layer {layer + 1}")
+        arrays.update({f"{name}_steps": steps, f"{name}_loss": loss, f"{name}_accuracy": acc,
+                       f"{name}_signal_angle": angles, f"{name}_test_accuracy": test_acc})
+        if "weight_alignment" in res.metrics:
+            arrays[f"{name}_weight_alignment"] = res.metric("weight_alignment")
+        metrics[name] = {"final_loss": _summary_stats(loss[-1]), "train_accuracy": _summary_stats(acc[-1]),
+                         "test_accuracy": _summary_stats(test_acc),
+                         "final_signal_angle_deg_per_layer": [_summary_stats(angles[-1, :, j])
+                                                              for j in range(angles.shape[-1])]}
+    axes[0].set(xlabel="step", ylabel="training loss (ce)", title="loss")
+    axes[1].set(xlabel="step", ylabel="training accuracy", title="accuracy")
+    for ax, name in zip(axes[2:], ("FA", "DFA")):
+        ax.axhline(90, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="step", ylabel="angle to BP signal (degrees)", title=f"{name}: hidden alignment", ylim=(0, 120))
+    for ax in axes:
+        ax.legend()
+    summary = "; ".join(f"{n}: test accuracy {m['test_accuracy']['mean']:.3f}" for n, m in metrics.items()
+                        if m["test_accuracy"]["mean"] is not None)
+    return ExperimentResult(metrics, arrays, {"dfa_nonlinear": fig}, summary, diverged)
