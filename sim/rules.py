@@ -64,9 +64,9 @@ class Locking:
 class Rule:
     """A learning rule: how a hidden layer's teaching signal is formed.
 
-    ``hidden_signal(i, signals, weights, feedback)`` returns the signal of the
-    hidden layer with 0-based index ``i`` *before* the activation derivative,
-    given the signals already computed for the layers above (``signals[i+1:]``).
+    ``hidden_signal(i, ctx)`` returns the signal of the hidden layer with
+    0-based index ``i`` *before* the activation derivative, given a
+    :class:`SignalContext` whose ``signals[i+1:]`` are already computed.
     ``feedback`` names the fixed matrices the rule needs: ``None``,
     ``"layerwise"`` (FA: ``B_{l+1}``) or ``"direct"`` (DFA: ``B_l``).
     """
@@ -78,19 +78,37 @@ class Rule:
     hidden_signal: Callable
 
 
-def _bp_signal(i, signals, weights, feedback):
-    xp = namespace(signals[i + 1])
-    return xp.matmul(signals[i + 1], weights[i + 1])
+@dataclass(frozen=True)
+class SignalContext:
+    """What a rule may use to form a hidden teaching signal.
+
+    ``signals`` is filled from the top down (``signals[-1]`` is the output
+    error); ``forward`` is the forward pass, ``targets`` the batch's ``y``,
+    ``feedback`` the fixed matrices, ``modules`` any trained rule modules (for
+    example synthetic-gradient modules).
+    """
+
+    signals: list
+    weights: list
+    feedback: list | None
+    forward: Forward
+    targets: object
+    modules: object = None
 
 
-def _fa_signal(i, signals, weights, feedback):
-    xp = namespace(signals[i + 1])
-    return xp.matmul(signals[i + 1], xp.matrix_transpose(feedback[i]))
+def _bp_signal(i, ctx: SignalContext):
+    xp = namespace(ctx.signals[i + 1])
+    return xp.matmul(ctx.signals[i + 1], ctx.weights[i + 1])
 
 
-def _dfa_signal(i, signals, weights, feedback):
-    xp = namespace(signals[-1])
-    return xp.matmul(signals[-1], xp.matrix_transpose(feedback[i]))
+def _fa_signal(i, ctx: SignalContext):
+    xp = namespace(ctx.signals[i + 1])
+    return xp.matmul(ctx.signals[i + 1], xp.matrix_transpose(ctx.feedback[i]))
+
+
+def _dfa_signal(i, ctx: SignalContext):
+    xp = namespace(ctx.signals[-1])
+    return xp.matmul(ctx.signals[-1], xp.matrix_transpose(ctx.feedback[i]))
 
 
 RULES: dict[str, Rule] = {
@@ -134,13 +152,15 @@ class Updates:
     forward: Forward
 
 
-def teaching_signals(rule: Rule, weights, fwd: Forward, error, activation: str, feedback=None) -> list:
+def teaching_signals(rule: Rule, weights, fwd: Forward, error, activation: str, feedback=None, targets=None,
+                     modules=None) -> list:
     """The teaching signals ``delta_1 .. delta_L`` of ``rule`` (``delta_L = error``)."""
     n_layers = len(weights)
     signals = [None] * n_layers
     signals[-1] = error
+    ctx = SignalContext(signals, weights, feedback, fwd, targets, modules)
     for i in range(n_layers - 2, -1, -1):
-        signal = rule.hidden_signal(i, signals, weights, feedback)
+        signal = rule.hidden_signal(i, ctx)
         signals[i] = signal * activation_derivative(fwd.preactivations[i], activation)
     return signals
 
@@ -172,7 +192,7 @@ def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedba
     fwd = forward(weights, x, activation, biases)
     y_hat = fwd.output
     error = output_error(y_hat, y, loss)
-    signals = teaching_signals(rule, weights, fwd, error, activation, feedback)
+    signals = teaching_signals(rule, weights, fwd, error, activation, feedback, targets=y)
     xp = namespace(y_hat)
     bias_updates = None
     if biases is not None:

@@ -181,8 +181,8 @@ def sabotaged(*rule_names: str, factor: float = 0.5):
     saved = {name: _rules.RULES[name] for name in rule_names}
 
     def broken(original):
-        def hidden_signal(i, signals, weights, feedback):
-            signal = original(i, signals, weights, feedback)
+        def hidden_signal(i, ctx):
+            signal = original(i, ctx)
             xp = _rules.namespace(signal)
             return factor * signal + (1 - factor) * xp.roll(signal, 1, axis=-1)
 
