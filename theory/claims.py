@@ -40,6 +40,8 @@ CLAIM_MODULES: list[str] = [
     "theory.claims_linear",
     "theory.claims_dfa",
     "theory.claims_hierarchical",
+    "theory.claims_synthetic",
+    "theory.claims_local",
 ]
 
 STATUSES = ("pass", "fail", "error")

@@ -10,6 +10,8 @@ THEORY_EXPERIMENT_MODULES = [
     "theory.experiments_linear",
     "theory.experiments_dfa",
     "theory.experiments_hierarchical",
+    "theory.experiments_synthetic",
+    "theory.experiments_local",
 ]
 
 for _module in THEORY_EXPERIMENT_MODULES:

@@ -1,0 +1,1 @@
+"""Claims (registered on import; see theory.claims)."""

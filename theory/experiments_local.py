@@ -1,0 +1,1 @@
+"""Experiments (registered on import; see sim.experiments)."""
