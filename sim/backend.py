@@ -113,7 +113,7 @@ def member_rngs(seed: int, n_members: int, component: str) -> list[np.random.Gen
     ``COMPONENTS.index(component)``; see the module docstring.
     """
     _check_choice("random component", component, COMPONENTS)
-    _check_seed(seed)
+    check_seed(seed)
     c = COMPONENTS.index(component)
     return [np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(m, c))) for m in range(n_members)]
 
@@ -121,11 +121,11 @@ def member_rngs(seed: int, n_members: int, component: str) -> list[np.random.Gen
 def shared_rng(seed: int, component: str) -> np.random.Generator:
     """A numpy Generator for a ``component`` shared by all members of a run."""
     _check_choice("random component", component, COMPONENTS)
-    _check_seed(seed)
+    check_seed(seed)
     c = COMPONENTS.index(component)
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SHARED_OFFSET + c,)))
 
 
-def _check_seed(seed) -> None:
+def check_seed(seed) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backend import namespace, shared_rng, to_device, to_host
+from .backend import check_seed, namespace, shared_rng, to_device, to_host
 from .data import Dataset
 from .metrics import dfa_weight_alignment, fa_weight_alignment, layer_angles, weight_norms
 from .network import Network
@@ -72,6 +72,14 @@ def _member_array(value, n_members: int, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a non-negative finite number or one per member ({n_members}), "
                          f"got {value!r}")
     return arr
+
+
+def _whole_number(value, minimum: int) -> bool:
+    """Whether ``value`` is an integer (or integral float) ``>= minimum``; never raises."""
+    try:
+        return not isinstance(value, bool) and int(value) == value and value >= minimum
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def observe(network: Network, x, y, *, rule, loss: str, feedback=None, probe=None, classification=False) -> dict:
@@ -157,15 +165,16 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     """
     rule = get_rule(rule)
     loss = ("ce" if data.kind == "classification" else "mse") if loss is None else check_loss(loss)
-    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+    if not _whole_number(steps, 0):
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
     steps = int(steps)
-    if not 0.0 <= momentum < 1.0:
+    if not isinstance(momentum, int | float | np.floating | np.integer) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    if batch_size is not None and (int(batch_size) != batch_size or batch_size < 1):
+    if batch_size is not None and not _whole_number(batch_size, 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_seed(seed)
     record_every = max(1, steps // 100) if record_every is None else record_every
-    if int(record_every) != record_every or record_every < 1:
+    if not _whole_number(record_every, 1):
         raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
     xp = namespace(*network.weights)
     dtype = str(network.weights[0].dtype).split(".")[-1] if dtype is None else dtype
@@ -176,8 +185,9 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     x_obs, y_obs = (x_all, y_all) if observe_on is None else (to_device(obs.x, xp, dtype), to_device(obs.y, xp, dtype))
     validate_inputs(rule, network.weights, x_obs, y_obs, activation=network.activation, loss=loss,
                     feedback=feedback, biases=network.biases)
-    validate_inputs(rule, network.weights, x_all[:1, ...], y_all[:1, ...], activation=network.activation,
-                    loss=loss, feedback=feedback, biases=network.biases)
+    if observe_on is not None:  # the training data were not checked above
+        validate_inputs(rule, network.weights, x_all, y_all, activation=network.activation,
+                        loss=loss, feedback=feedback, biases=network.biases)
     classification = obs.kind == "classification"
 
     weights, biases = list(network.weights), None if network.biases is None else list(network.biases)
