@@ -15,11 +15,15 @@ rule      :math:`\delta_l`
 ``bp``    :math:`(W_{l+1}^T \delta_{l+1}) \odot f'` (back-propagation)
 ``fa``    :math:`(B_{l+1} \delta_{l+1}) \odot f'`, ``B_{l+1}`` fixed, ``(n_l, n_{l+1})``
 ``dfa``   :math:`(B_l \delta_L) \odot f'`, ``B_l`` fixed, ``(n_l, n_L)``
+``sg``    :math:`\mathrm{SG}_l(h_l) \odot f'`, ``SG_l`` a trained module (DNI, :mod:`sim.synthetic`)
+``cdni``  :math:`\mathrm{SG}_l(h_l, y) \odot f'`, the label-conditioned module (cDNI)
 ========  =====================================================================
 
 The ``feedback`` argument is the list of fixed matrices, one per hidden layer,
 in layer order: ``B_2 .. B_L`` for FA and ``B_1 .. B_{L-1}`` for DFA. Each is
-``(E, rows, cols)`` or ``(rows, cols)`` (shared by all members).
+``(E, rows, cols)`` or ``(rows, cols)`` (shared by all members). The
+``modules`` argument holds the trained synthetic-gradient modules of ``sg`` and
+``cdni`` (:func:`sim.synthetic.init_modules`).
 """
 
 from __future__ import annotations
@@ -29,15 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import member_rngs, namespace, to_device
+from .backend import contiguous, member_rngs, namespace, to_device
 from .nn import (
     Forward,
     activation_derivative,
     check_activation,
     check_loss,
     forward,
-    loss_value,
-    output_error,
+    loss_and_error,
 )
 
 
@@ -69,6 +72,15 @@ class Rule:
     :class:`SignalContext` whose ``signals[i+1:]`` are already computed.
     ``feedback`` names the fixed matrices the rule needs: ``None``,
     ``"layerwise"`` (FA: ``B_{l+1}``) or ``"direct"`` (DFA: ``B_l``).
+
+    A rule with trained modules (the synthetic gradients of ``sg`` and ``cdni``)
+    carries hooks the trainer calls; all default to ``None``:
+
+    * ``init_modules(network, *, seed, **settings) -> modules``;
+    * ``update_modules(modules, updates, *, weights, targets, activation, step, alive) -> modules``,
+      called every step with the step's :class:`Updates` and pre-update weights;
+    * ``observe_modules(modules, own, bp, *, weights, targets) -> dict`` of extra metrics;
+    * ``check_modules(modules, sizes, n_members)`` raises ``ValueError`` if they do not fit.
     """
 
     name: str
@@ -76,6 +88,10 @@ class Rule:
     feedback: str | None
     locking: Locking
     hidden_signal: Callable
+    init_modules: Callable | None = None
+    update_modules: Callable | None = None
+    observe_modules: Callable | None = None
+    check_modules: Callable | None = None
 
 
 @dataclass(frozen=True)
@@ -103,18 +119,44 @@ def _bp_signal(i, ctx: SignalContext):
 
 def _fa_signal(i, ctx: SignalContext):
     xp = namespace(ctx.signals[i + 1])
-    return xp.matmul(ctx.signals[i + 1], xp.matrix_transpose(ctx.feedback[i]))
+    return xp.matmul(ctx.signals[i + 1], contiguous(xp.matrix_transpose(ctx.feedback[i])))
 
 
 def _dfa_signal(i, ctx: SignalContext):
     xp = namespace(ctx.signals[-1])
-    return xp.matmul(ctx.signals[-1], xp.matrix_transpose(ctx.feedback[i]))
+    return xp.matmul(ctx.signals[-1], contiguous(xp.matrix_transpose(ctx.feedback[i])))
 
+
+def _sg_signal(i, ctx: SignalContext):
+    # SG_l(h_l [, y]): the prediction of layer l's trained module (sim.synthetic)
+    if ctx.modules is None:
+        raise ValueError("the synthetic-gradient rules need their modules: pass modules= "
+                         "(see sim.synthetic.init_modules)")
+    return ctx.modules.signal(i, ctx)
+
+
+def _synthetic_hook(name: str) -> Callable:
+    """The function ``name`` of :mod:`sim.synthetic`, imported on first call (that module imports this one)."""
+    def hook(*args, **kwargs):
+        from . import synthetic
+
+        return getattr(synthetic, name)(*args, **kwargs)
+
+    hook.__name__ = hook.__qualname__ = name
+    return hook
+
+
+_SG_HOOKS = dict(update_modules=_synthetic_hook("update_modules"), observe_modules=_synthetic_hook("observe_modules"))
 
 RULES: dict[str, Rule] = {
     "bp": Rule("bp", "back-propagation", None, Locking(True, True, True), _bp_signal),
     "fa": Rule("fa", "feedback alignment", "layerwise", Locking(True, True, True), _fa_signal),
     "dfa": Rule("dfa", "direct feedback alignment", "direct", Locking(True, True, False), _dfa_signal),
+    "sg": Rule("sg", "synthetic gradients (DNI)", None, Locking(True, False, False), _sg_signal,
+               init_modules=_synthetic_hook("init_dni"), check_modules=_synthetic_hook("check_dni"), **_SG_HOOKS),
+    "cdni": Rule("cdni", "label-conditioned synthetic gradients (cDNI)", None, Locking(True, False, False),
+                 _sg_signal, init_modules=_synthetic_hook("init_cdni"), check_modules=_synthetic_hook("check_cdni"),
+                 **_SG_HOOKS),
 }
 
 
@@ -161,7 +203,15 @@ def teaching_signals(rule: Rule, weights, fwd: Forward, error, activation: str, 
     ctx = SignalContext(signals, weights, feedback, fwd, targets, modules)
     for i in range(n_layers - 2, -1, -1):
         signal = rule.hidden_signal(i, ctx)
-        signals[i] = signal * activation_derivative(fwd.preactivations[i], activation)
+        if activation == "linear":  # f' = 1, and signal * 1 is signal bit for bit
+            signals[i] = signal
+            continue
+        derivative = activation_derivative(fwd.preactivations[i], activation)
+        if derivative.shape == signal.shape and derivative.dtype == signal.dtype:
+            derivative *= signal  # in place on the fresh f' array (one temporary less); x*y == y*x exactly
+            signals[i] = derivative
+        else:
+            signals[i] = signal * derivative
     return signals
 
 
@@ -173,12 +223,14 @@ def signal_updates(signals, inputs) -> list:
         batch = delta.shape[-2]
         if h.ndim == 2:  # input shared by all members: (B, n) -> broadcast
             h = h[None, ...]
-        updates.append(xp.matmul(xp.matrix_transpose(delta), h) / batch)
+        update = xp.matmul(contiguous(xp.matrix_transpose(delta)), h)
+        update /= batch  # in place on the fresh product (one temporary less)
+        updates.append(update)
     return updates
 
 
 def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedback=None, biases=None,
-                 validate=True) -> Updates:
+                 validate=True, modules=None) -> Updates:
     """Apply ``rule`` to the batch ``(x, y)``: signals, updates and loss.
 
     The full-information form of :func:`compute_updates`; see there for the
@@ -188,26 +240,26 @@ def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedba
     rule = get_rule(rule)
     if validate:
         validate_inputs(rule, weights, x, y, activation=activation, loss=loss, feedback=feedback,
-                        biases=biases)
+                        biases=biases, modules=modules)
     fwd = forward(weights, x, activation, biases)
     y_hat = fwd.output
-    error = output_error(y_hat, y, loss)
-    signals = teaching_signals(rule, weights, fwd, error, activation, feedback, targets=y)
+    loss_values, error = loss_and_error(y_hat, y, loss)
+    signals = teaching_signals(rule, weights, fwd, error, activation, feedback, targets=y, modules=modules)
     xp = namespace(y_hat)
     bias_updates = None
     if biases is not None:
         bias_updates = [xp.mean(delta, axis=-2) for delta in signals]
-    return Updates(signal_updates(signals, fwd.inputs), bias_updates, signals, loss_value(y_hat, y, loss), fwd)
+    return Updates(signal_updates(signals, fwd.inputs), bias_updates, signals, loss_values, fwd)
 
 
-def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedback=None):
+def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedback=None, modules=None):
     r"""The weight updates ``[dW_1, ..., dW_L]`` of a learning rule on one batch.
 
     Pure: no state, no I/O; the array namespace comes from the inputs.
 
     Parameters
     ----------
-    rule : {"bp", "fa", "dfa"}
+    rule : {"bp", "fa", "dfa", "sg", "cdni"}
         The learning rule (see the module docstring for its teaching signal).
     weights : list of arrays
         ``W_1 .. W_L``, each ``(E, n_l, n_{l-1})``.
@@ -224,6 +276,9 @@ def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", fee
         FA: ``B_2 .. B_L`` with ``B_{l+1}`` of shape ``(n_l, n_{l+1})``; DFA:
         ``B_1 .. B_{L-1}`` with ``B_l`` of shape ``(n_l, n_L)``; each may carry a
         leading ensemble axis. Required by FA and DFA, ignored by BP.
+    modules : sim.synthetic.SyntheticGradients, optional
+        The synthetic-gradient modules of ``sg`` and ``cdni`` (required by them,
+        ignored by the others); see :func:`sim.synthetic.init_modules`.
 
     Returns
     -------
@@ -237,7 +292,8 @@ def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", fee
         Unknown rule, activation or loss; mismatched shapes of weights, data or
         feedback; missing feedback; non-finite inputs.
     """
-    return rule_updates(rule, weights, x, y, activation=activation, loss=loss, feedback=feedback).weights
+    return rule_updates(rule, weights, x, y, activation=activation, loss=loss, feedback=feedback,
+                        modules=modules).weights
 
 
 # --- feedback matrices ---------------------------------------------------------------------------
@@ -304,7 +360,7 @@ def _all_finite(a) -> bool:
     return bool(xp.all(xp.isfinite(a)))
 
 
-def validate_inputs(rule, weights, x, y, *, activation, loss, feedback=None, biases=None) -> None:
+def validate_inputs(rule, weights, x, y, *, activation, loss, feedback=None, biases=None, modules=None) -> None:
     """Check names, shapes and finiteness of a rule's inputs; raise ``ValueError`` if wrong."""
     rule = get_rule(rule)
     check_activation(activation)
@@ -345,6 +401,8 @@ def validate_inputs(rule, weights, x, y, *, activation, loss, feedback=None, bia
             if tuple(b.shape) != (n_members, sizes[i + 1]):
                 raise ValueError(f"bias b_{i + 1} must have shape {(n_members, sizes[i + 1])}, "
                                  f"got {tuple(b.shape)}")
+    if rule.check_modules is not None:
+        rule.check_modules(modules, sizes, n_members)
     if rule.feedback is None:
         return
     expected = feedback_shapes(rule, sizes)

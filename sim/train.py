@@ -13,6 +13,14 @@ observation set (the training set, or ``observe_on``):
 ``signal_angle`` ``(E, L-1)``: angle between the hidden teaching signals of the
 probe rule and BP's, ``weight_alignment`` ``(E, L-1)``: FA or DFA weight
 alignment (see :mod:`sim.metrics`), and ``weight_norm`` ``(E, L)``.
+A rule with trained modules adds its own (``sg``, ``cdni``: ``sg_error`` and
+``sg_angle`` ``(E, L-1)``, see :func:`sim.synthetic.observe_modules`).
+
+Such a rule (one with ``init_modules``, :class:`sim.rules.Rule`) gets its
+modules created from ``module_settings`` unless ``modules`` are given, and
+updated by the rule's ``update_modules`` hook on every step, from the same
+forward pass as the weight update; the final modules are returned in
+:attr:`TrainResult.modules`.
 
 A member whose loss becomes non-finite is frozen from that step on (its weights
 stop changing) and listed in :attr:`TrainResult.diverged` with the step and
@@ -57,6 +65,7 @@ class TrainResult:
     metrics: dict
     diverged: list = field(default_factory=list)
     feedback: list | None = None
+    modules: object = None
 
     def metric(self, name: str) -> np.ndarray:
         if name not in self.metrics:
@@ -82,20 +91,25 @@ def _whole_number(value, minimum: int) -> bool:
         return False
 
 
-def observe(network: Network, x, y, *, rule, loss: str, feedback=None, probe=None, classification=False) -> dict:
+def observe(network: Network, x, y, *, rule, loss: str, feedback=None, probe=None, classification=False,
+            modules=None) -> dict:
     """Measure the recorded metrics of an ensemble on ``(x, y)`` (see the module docstring).
 
     ``probe`` is the rule whose teaching signals are compared with BP's (default:
     ``rule``); it lets a BP-trained control report how a fixed FA or DFA feedback
-    would align with it.
+    would align with it. ``modules`` are the trained modules of a rule that has
+    them (synthetic gradients).
     """
     rule = get_rule(rule)
     probe = rule if probe is None else get_rule(probe)
     kwargs = dict(activation=network.activation, loss=loss, biases=network.biases, validate=False)
     bp = rule_updates("bp", network.weights, x, y, **kwargs)
-    own = bp if rule.name == "bp" else rule_updates(rule, network.weights, x, y, feedback=feedback, **kwargs)
+    own = bp if rule.name == "bp" else rule_updates(rule, network.weights, x, y, feedback=feedback,
+                                                    modules=modules, **kwargs)
     out = {"loss": bp.loss, "gradient_angle": layer_angles(own.weights, bp.weights),
            "weight_norm": weight_norms(network.weights)}
+    if modules is not None and rule.observe_modules is not None:
+        out.update(rule.observe_modules(modules, own, bp, weights=network.weights, targets=y))
     if classification:
         out["accuracy"] = accuracy(bp.forward.output, y)
     if network.n_layers > 1:
@@ -104,7 +118,8 @@ def observe(network: Network, x, y, *, rule, loss: str, feedback=None, probe=Non
         elif probe.name == rule.name:
             signals = own.signals
         else:
-            signals = rule_updates(probe, network.weights, x, y, feedback=feedback, **kwargs).signals
+            signals = rule_updates(probe, network.weights, x, y, feedback=feedback, modules=modules,
+                                   **kwargs).signals
         out["signal_angle"] = layer_angles(signals[:-1], bp.signals[:-1])
         if feedback is not None and probe.feedback == "layerwise":
             out["weight_alignment"] = fa_weight_alignment(network.weights, feedback)
@@ -128,7 +143,8 @@ def _batches(n_samples: int, batch_size: int | None, seed: int):
 def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentum: float = 0.0,
           batch_size: int | None = None, loss: str | None = None, feedback=None, seed: int = 0,
           record_every: int | None = None, observe_on: Dataset | None = None, probe: str | None = None,
-          progress: bool | None = None, dtype: str | None = None) -> TrainResult:
+          progress: bool | None = None, dtype: str | None = None, modules=None,
+          module_settings: dict | None = None) -> TrainResult:
     """Train every member of ``network`` on ``data`` with ``rule`` by SGD.
 
     Parameters
@@ -138,7 +154,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     data : Dataset
         Training data on the host, shared by all members.
     rule : str
-        ``"bp"``, ``"fa"`` or ``"dfa"``.
+        ``"bp"``, ``"fa"``, ``"dfa"``, ``"sg"`` or ``"cdni"``.
     steps : int
         Number of SGD steps.
     lr : float or sequence
@@ -162,6 +178,13 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         Rule whose signals are compared with BP's (see :func:`observe`).
     progress : bool, optional
         Show a progress bar (default: on for runs of 2000 steps or more).
+    modules : optional
+        The starting modules of a rule with trained modules (``sg``, ``cdni``:
+        :func:`sim.synthetic.init_modules`); default: created by the rule's
+        ``init_modules`` hook from ``module_settings`` and ``seed``.
+    module_settings : dict, optional
+        Settings of the created modules (``sg``, ``cdni``: ``kind``, ``target``,
+        ``lr``, ``every``, ``hidden_units``, ``init_scale``, ``inputs``).
     """
     rule = get_rule(rule)
     loss = ("ce" if data.kind == "classification" else "mse") if loss is None else check_loss(loss)
@@ -183,11 +206,18 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     x_all, y_all = to_device(data.x, xp, dtype), to_device(data.y, xp, dtype)
     obs = data if observe_on is None else observe_on
     x_obs, y_obs = (x_all, y_all) if observe_on is None else (to_device(obs.x, xp, dtype), to_device(obs.y, xp, dtype))
+    if module_settings is not None and (rule.init_modules is None or modules is not None):
+        raise ValueError(f"module_settings apply only when rule {rule.name!r} creates trained modules "
+                         f"(rules with modules: sg, cdni; and not together with modules=)")
+    if modules is None and rule.init_modules is not None:
+        modules = rule.init_modules(network, seed=seed, **(module_settings or {}))
+    if probe is not None and get_rule(probe).init_modules is not None and rule.init_modules is None:
+        raise ValueError(f"probe {probe!r} needs trained modules, which rule {rule.name!r} does not train")
     validate_inputs(rule, network.weights, x_obs, y_obs, activation=network.activation, loss=loss,
-                    feedback=feedback, biases=network.biases)
+                    feedback=feedback, biases=network.biases, modules=modules)
     if observe_on is not None:  # the training data were not checked above
         validate_inputs(rule, network.weights, x_all, y_all, activation=network.activation,
-                        loss=loss, feedback=feedback, biases=network.biases)
+                        loss=loss, feedback=feedback, biases=network.biases, modules=modules)
     classification = obs.kind == "classification"
 
     weights, biases = list(network.weights), None if network.biases is None else list(network.biases)
@@ -205,7 +235,8 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         with np.errstate(all="ignore"):
             records.append({k: to_host(v) for k, v in observe(net, x_obs, y_obs, rule=rule, loss=loss,
                                                                feedback=feedback, probe=probe,
-                                                               classification=classification).items()})
+                                                               classification=classification,
+                                                               modules=modules).items()})
         recorded_steps.append(step)
 
     with np.errstate(all="ignore"), tqdm(total=steps, disable=not show, desc=f"train {rule.name}",
@@ -222,7 +253,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
                 idx_dev = xp.asarray(idx)
                 xb, yb = xp.take(x_all, idx_dev, axis=0), xp.take(y_all, idx_dev, axis=0)
             upd = rule_updates(rule, weights, xb, yb, activation=network.activation, loss=loss,
-                               feedback=feedback, biases=biases, validate=False)
+                               feedback=feedback, biases=biases, validate=False, modules=modules)
             finite = xp.isfinite(upd.loss)
             first_bad = xp.where(alive & ~finite, xp.asarray(step, dtype=xp.int64), first_bad)
             alive = alive & finite
@@ -235,6 +266,9 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
                 shape = (n_members,) + (1,) * (p.ndim - 1)
                 new.append(xp.where(xp.reshape(alive, shape), p - xp.reshape(lr_dev, shape) * g, p))
             params = new
+            if modules is not None and rule.update_modules is not None:  # same forward pass, pre-update weights
+                modules = rule.update_modules(modules, upd, weights=weights, targets=yb,
+                                              activation=network.activation, step=step, alive=alive)
             weights = params[:len(weights)]
             biases = None if biases is None else params[len(weights):]
             bar.update(1)
@@ -251,4 +285,4 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
             diverged.append(Divergence(m, recorded_steps[-1], "loss on the observation set became non-finite"))
     metrics = {k: np.stack([r[k] for r in records]) for k in records[0]}
     final = replace(network, weights=tuple(weights), biases=None if biases is None else tuple(biases))
-    return TrainResult(final, np.asarray(recorded_steps), metrics, diverged, feedback)
+    return TrainResult(final, np.asarray(recorded_steps), metrics, diverged, feedback, modules)

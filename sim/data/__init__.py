@@ -3,3 +3,14 @@
 from .tasks import TASKS, Dataset, lillicrap_linear, linear_teacher, make_task, teacher_classification
 
 __all__ = ["TASKS", "Dataset", "lillicrap_linear", "linear_teacher", "make_task", "teacher_classification"]
+from .hierarchical import (  # noqa: E402  (hierarchical digits, issue 5)
+    Grammar,
+    HierarchicalSample,
+    digits,
+    digits_grammar,
+    generate,
+    invert,
+    random_grammar,
+)
+
+__all__ += ["Grammar", "HierarchicalSample", "digits", "digits_grammar", "generate", "invert", "random_grammar"]

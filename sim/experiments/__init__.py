@@ -20,7 +20,7 @@ import numpy as np
 from ..backend import BACKENDS, DTYPES, get_namespace
 
 #: Modules whose import registers experiments.
-EXPERIMENT_MODULES: list[str] = ["sim.experiments.feedback_alignment"]
+EXPERIMENT_MODULES: list[str] = ["sim.experiments.feedback_alignment", "sim.experiments.synthetic"]
 
 
 @dataclass(frozen=True)

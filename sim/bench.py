@@ -1,0 +1,539 @@
+r"""Speed of the ensemble engine (``bbp bench``): throughput, matmul ratio, loop speedup.
+
+For each :class:`BenchCase` (an ensemble of ``E`` MLPs of ``depth`` layers,
+all of the same ``width``, trained by ``rule`` on minibatches of ``batch``
+samples shared by all members) :func:`run_bench` measures, in one run:
+
+engine
+    The ensemble's training step: :func:`sim.rules.rule_updates` with
+    ``validate=False`` followed by the SGD update of :func:`sim.train.train`
+    (finite-loss check, divergence bookkeeping and
+    ``W <- where(alive, W - lr dW, W)``), i.e. every array operation the
+    trainer does per step except drawing the minibatch (one ``take`` of ``B``
+    rows shared by all members) and the progress bar. ``sim.train.train``
+    itself is not timed because its cost also holds observer records on the
+    observation set, which depend on ``record_every`` and not on the engine;
+    :func:`training_step` is tested to give bit for bit the weights of
+    ``train``.
+(a) matmul reference
+    A plain batched ``xp.matmul`` over preallocated, contiguous random operands
+    of exactly the shapes and count of the step's matmuls
+    (:func:`step_matmul_shapes`), timed in the same run: ``ratio_to_matmul =
+    engine GFLOP/s / matmul GFLOP/s`` is the fraction of the machine's own
+    batched matmul speed that the engine reaches.
+(b) Python loop
+    The same :func:`training_step` applied to each member as its own ``E = 1``
+    network, one after the other; ``speedup_over_loop`` is the ensemble's
+    member-steps per second over the loop's. The loop may be timed over the
+    first ``loop_members`` members only and scaled per member (reported).
+
+FLOPs are those of the matmuls only (:func:`step_flops`): the forward pass,
+the backward teaching signals and the weight updates; element-wise work is not
+counted. Timing: ``time.perf_counter`` with the garbage collector off (like
+:mod:`timeit`), warm-up iterations first, then the best of ``repeats`` timings
+(fewer when a case runs past its time budget), the three measurements
+interleaved in each repeat so that they share the machine's state; on CuPy the
+device is synchronised before each clock read. Other processes on the same
+cores (above all with a multithreaded BLAS) slow every figure, sometimes by
+large factors; the best of the repeats tempers this but cannot remove it.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from array_api_compat import is_cupy_array
+
+from .backend import DTYPES, get_dtype, get_namespace, namespace, to_device
+from .network import init_network
+from .nn import check_activation, check_loss
+from .rules import draw_feedback, get_rule, rule_updates
+
+SCHEMA = "bbp-bench/1"
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One benchmark setting.
+
+    Attributes
+    ----------
+    n_members : int
+        Ensemble size ``E``.
+    width : int
+        Width of every layer, input and output included: sizes ``(width,) * (depth + 1)``.
+    depth : int
+        Number of weight layers ``L``.
+    batch : int
+        Minibatch size ``B`` (the batch is shared by all members).
+    rule, activation, loss : str
+        The learning rule, hidden activation and loss of the step.
+    ratio_target : float, optional
+        Goal for ``ratio_to_matmul`` (engine GFLOP/s over matmul GFLOP/s).
+    speedup_target : float, optional
+        Goal for ``speedup_over_loop``.
+    loop_members : int, optional
+        How many members the Python loop times (default: all; quick runs may
+        time fewer and scale per member).
+    """
+
+    n_members: int
+    width: int
+    depth: int
+    batch: int
+    rule: str = "fa"
+    activation: str = "relu"
+    loss: str = "mse"
+    ratio_target: float | None = None
+    speedup_target: float | None = None
+    loop_members: int | None = None
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.width,) * (self.depth + 1)
+
+    def check(self) -> BenchCase:
+        for name in ("n_members", "width", "depth", "batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"bench case {name} must be a positive integer, got {value!r}")
+        if self.loop_members is not None and (isinstance(self.loop_members, bool) or self.loop_members < 1):
+            raise ValueError(f"bench case loop_members must be a positive integer, got {self.loop_members!r}")
+        get_rule(self.rule)
+        check_activation(self.activation)
+        check_loss(self.loss)
+        return self
+
+
+#: The standard cases: many small networks (the Python loop's worst case) and
+#: a few wide ones (where the matmuls dominate).
+CASES = (
+    BenchCase(256, 32, 3, 64, speedup_target=10.0),
+    BenchCase(16, 512, 3, 256, ratio_target=0.5),
+)
+
+#: Time budget of one timing (seconds), repeats, warm-up iterations, loop
+#: subset (all members, or a quarter of them but at most 64) and the time after
+#: which a case stops repeating (at least two repeats are always done), for
+#: full and quick runs.
+_SETTINGS = {
+    False: dict(seconds=1.0, repeats=5, warmup=2, loop_members=None, case_budget=45.0),
+    True: dict(seconds=0.25, repeats=3, warmup=1, loop_members="quarter", case_budget=8.0),
+}
+
+
+# --- FLOP count ----------------------------------------------------------------------------------
+
+def step_matmul_shapes(rule, sizes: Sequence[int], n_members: int, batch: int) -> list[tuple[int, int, int, int]]:
+    r"""The matmuls of one training step, as ``(E, m, k, n)``: ``(E, m, k) @ (E, k, n)``.
+
+    With layer sizes :math:`n_0, \dots, n_L` and batch :math:`B`:
+
+    * forward, each layer :math:`l = 1..L`: :math:`h_{l-1} W_l^T`,
+      ``(E, B, n_{l-1}) @ (E, n_{l-1}, n_l)``;
+    * teaching signals, each hidden layer :math:`l = L-1..1`: BP
+      :math:`\delta_{l+1} W_{l+1}` and FA :math:`\delta_{l+1} B_{l+1}^T` are
+      ``(E, B, n_{l+1}) @ (E, n_{l+1}, n_l)``; DFA :math:`\delta_L B_l^T` is
+      ``(E, B, n_L) @ (E, n_L, n_l)``;
+    * weight updates, each layer: :math:`\delta_l^T h_{l-1}`,
+      ``(E, n_l, B) @ (E, B, n_{l-1})``.
+    """
+    rule = get_rule(rule)
+    sizes = [int(s) for s in sizes]
+    n_layers = len(sizes) - 1
+    shapes = [(n_members, batch, sizes[i], sizes[i + 1]) for i in range(n_layers)]
+    for i in range(n_layers - 2, -1, -1):  # hidden layer i + 1 (1-based)
+        above = sizes[-1] if rule.feedback == "direct" else sizes[i + 2]
+        shapes.append((n_members, batch, above, sizes[i + 1]))
+    shapes += [(n_members, sizes[i + 1], batch, sizes[i]) for i in range(n_layers)]
+    return shapes
+
+
+def step_flops(rule, sizes: Sequence[int], n_members: int, batch: int) -> float:
+    r"""Floating-point operations of the matmuls of one training step of an ensemble.
+
+    A product ``(m, k) @ (k, n)`` counts :math:`2mkn` (a multiply and an add
+    per term); element-wise work (activations, loss, the SGD update) is not
+    counted. Summed over :func:`step_matmul_shapes`, for BP and FA this is
+
+    .. math:: 2EB\Big(2\sum_{l=1}^{L} n_l n_{l-1} + \sum_{l=1}^{L-1} n_{l+1} n_l\Big),
+
+    and for DFA the middle sum is :math:`\sum_{l=1}^{L-1} n_L n_l`.
+    """
+    return float(sum(2 * e * m * k * n for e, m, k, n in step_matmul_shapes(rule, sizes, n_members, batch)))
+
+
+# --- the timed work --------------------------------------------------------------------------------
+
+@dataclass
+class StepState:
+    """The trainer's per-step state of an ensemble (no momentum, no biases)."""
+
+    weights: list
+    alive: object
+    first_bad: object
+    step: int = 0
+
+
+def training_step(state: StepState, x, y, *, rule, activation: str, loss: str, feedback, lr) -> StepState:
+    """One SGD step of :func:`sim.train.train` (momentum 0, no biases) on the batch ``(x, y)``.
+
+    The same array operations as the trainer's loop body: the rule's updates
+    without input checks, the finite-loss check, the divergence bookkeeping and
+    ``W <- where(alive, W - lr dW, W)`` with ``lr`` of shape ``(E,)``.
+    """
+    xp = namespace(state.weights[0])
+    upd = rule_updates(rule, state.weights, x, y, activation=activation, loss=loss, feedback=feedback,
+                       validate=False)
+    finite = xp.isfinite(upd.loss)
+    first_bad = xp.where(state.alive & ~finite, xp.asarray(state.step, dtype=xp.int64), state.first_bad)
+    alive = state.alive & finite
+    new = []
+    for w, g in zip(state.weights, upd.weights):
+        shape = (w.shape[0],) + (1,) * (w.ndim - 1)
+        new.append(xp.where(xp.reshape(alive, shape), w - xp.reshape(lr, shape) * g, w))
+    return StepState(new, alive, first_bad, state.step + 1)
+
+
+def _synchronize(array) -> None:
+    """Wait for the device to finish (CuPy); a no-op on the CPU."""
+    if is_cupy_array(array):  # pragma: no cover - needs a GPU
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+
+
+def _time(fn: Callable[[], object], n_iter: int, sync_on) -> float:
+    """Seconds for ``n_iter`` calls of ``fn`` (garbage collector off, device synchronised)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _synchronize(sync_on())
+        start = time.perf_counter()
+        for _ in range(n_iter):
+            fn()
+        _synchronize(sync_on())
+        return time.perf_counter() - start
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Timed:
+    """A workload to time: ``run()`` does one iteration, ``last()`` an array to synchronise on."""
+
+    def __init__(self, run, last):
+        self.run, self.last = run, last
+        self.n_iter = 1
+        self.samples: list[float] = []
+
+    def calibrate(self, warmup: int, seconds: float) -> None:
+        """Run ``warmup`` iterations, then choose the iterations of a timing to last about ``seconds``."""
+        for _ in range(max(0, warmup - 1)):
+            self.run()
+        one = _time(self.run, 1, self.last)
+        self.n_iter = max(1, math.ceil(seconds / max(one, 1e-9)))
+
+    def measure(self) -> None:
+        self.samples.append(_time(self.run, self.n_iter, self.last) / self.n_iter)
+
+    @property
+    def best(self) -> float:
+        return min(self.samples)
+
+
+def _case_arrays(case: BenchCase, xp, dtype: str, seed: int):
+    sizes = case.sizes
+    net = init_network(sizes, case.n_members, seed=seed, activation=case.activation, xp=xp, dtype=dtype)
+    feedback = draw_feedback(case.rule, sizes, case.n_members, seed=seed, xp=xp, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(case.batch, sizes[0]))
+    if case.loss == "ce":
+        y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], size=case.batch)]
+    else:
+        y = rng.normal(size=(case.batch, sizes[-1]))
+    return list(net.weights), feedback, to_device(x, xp, dtype), to_device(y, xp, dtype)
+
+
+def _engine(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float) -> _Timed:
+    n_members = weights[0].shape[0]
+    holder = [StepState(weights, xp.ones((n_members,), dtype=xp.bool),
+                        xp.full((n_members,), -1, dtype=xp.int64))]
+    lr_dev = to_device(np.full(n_members, lr), xp, dtype)
+    kwargs = dict(rule=case.rule, activation=case.activation, loss=case.loss, feedback=feedback, lr=lr_dev)
+
+    def run():
+        holder[0] = training_step(holder[0], x, y, **kwargs)
+
+    return _Timed(run, lambda: holder[0].weights[-1])
+
+
+def _matmul_reference(case: BenchCase, xp, dtype: str, seed: int) -> _Timed:
+    rng = np.random.default_rng(seed + 1)
+    operands = [(to_device(rng.normal(size=(e, m, k)), xp, dtype), to_device(rng.normal(size=(e, k, n)), xp, dtype))
+                for e, m, k, n in step_matmul_shapes(case.rule, case.sizes, case.n_members, case.batch)]
+    out = [None]
+
+    def run():
+        for a, b in operands:
+            out[0] = xp.matmul(a, b)
+
+    run()
+    return _Timed(run, lambda: out[0])
+
+
+def _loop(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float, n_loop: int) -> _Timed:
+    members = []
+    for m in range(n_loop):
+        own = [xp.asarray(w[m:m + 1, ...], copy=True) for w in weights]
+        fb = None if feedback is None else [xp.asarray(b[m:m + 1, ...], copy=True) for b in feedback]
+        members.append((StepState(own, xp.ones((1,), dtype=xp.bool), xp.full((1,), -1, dtype=xp.int64)), fb))
+    lr_dev = to_device(np.full(1, lr), xp, dtype)
+    kwargs = dict(rule=case.rule, activation=case.activation, loss=case.loss, lr=lr_dev)
+
+    def run():
+        for m, (state, fb) in enumerate(members):
+            members[m] = (training_step(state, x, y, feedback=fb, **kwargs), fb)
+
+    return _Timed(run, lambda: members[-1][0].weights[-1])
+
+
+# --- environment -------------------------------------------------------------------------------------
+
+def environment(backend: str) -> dict:
+    """Versions and BLAS of the machine (``numpy.show_config``), JSON-serialisable."""
+    env = {"python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+           "cpu_count": os.cpu_count(), "numpy": np.__version__, "blas": _blas_info()}
+    if backend == "cupy":  # pragma: no cover - needs a GPU
+        try:
+            import cupy
+
+            props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+            name = props.get("name", b"")
+            env["cupy"] = cupy.__version__
+            env["device"] = name.decode() if isinstance(name, bytes) else str(name)
+        except Exception as err:
+            env["cupy"] = f"unavailable: {err}"
+    return env
+
+
+def _blas_info() -> dict:
+    try:
+        config = np.show_config(mode="dicts")
+    except TypeError:  # numpy < 1.25 has no mode=
+        return {"name": "unknown (numpy.show_config has no dicts mode)"}
+    except Exception as err:  # pragma: no cover - unusual builds
+        return {"name": f"unknown ({err})"}
+    blas = (config or {}).get("Build Dependencies", {}).get("blas", {})
+    return {k: str(v) for k, v in blas.items() if k in ("name", "version", "openblas configuration",
+                                                        "detection method")}
+
+
+# --- the benchmark ------------------------------------------------------------------------------------
+
+def _progress(enabled: bool, message: str) -> None:
+    if enabled:
+        print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def bench_case(case: BenchCase, *, xp, dtype: str, quick: bool = False, seed: int = 0, lr: float = 1e-3,
+               repeats: int | None = None, seconds: float | None = None, progress: bool = False) -> dict:
+    """Measure one :class:`BenchCase` (see the module docstring); a JSON-serialisable dict."""
+    case = case.check()
+    settings = dict(_SETTINGS[bool(quick)])
+    if repeats is not None:
+        settings["repeats"] = repeats
+    if seconds is not None:
+        settings["seconds"] = seconds
+    n_members = case.n_members
+    limit = case.loop_members if case.loop_members is not None else settings["loop_members"]
+    if limit == "quarter":  # quick runs: a quarter of the members, at most 64
+        limit = min(64, max(1, n_members // 4))
+    n_loop = n_members if limit is None else min(n_members, limit)
+    label = f"E={n_members} width={case.width} depth={case.depth} batch={case.batch}"
+
+    weights, feedback, x, y = _case_arrays(case, xp, dtype, seed)
+    workloads = {
+        "engine": _engine(case, weights, feedback, x, y, xp, dtype, lr),
+        "matmul": _matmul_reference(case, xp, dtype, seed),
+        "loop": _loop(case, weights, feedback, x, y, xp, dtype, lr, n_loop),
+    }
+    _progress(progress, f"{label}: warm-up")
+    started = time.perf_counter()
+    for work in workloads.values():
+        work.calibrate(settings["warmup"], settings["seconds"])
+    n_repeats = 0
+    for r in range(settings["repeats"]):
+        if r >= 2 and time.perf_counter() - started > settings["case_budget"]:
+            _progress(progress, f"{label}: over the time budget, stopping after {r} repeats")
+            break
+        _progress(progress, f"{label}: repeat {r + 1}/{settings['repeats']}")
+        for work in workloads.values():
+            work.measure()
+        n_repeats += 1
+
+    flops = step_flops(case.rule, case.sizes, n_members, case.batch)
+    step_s, matmul_s = workloads["engine"].best, workloads["matmul"].best
+    loop_member_s = workloads["loop"].best / n_loop
+    steps_per_s = 1.0 / step_s
+    gflops, matmul_gflops = flops / step_s / 1e9, flops / matmul_s / 1e9
+    ensemble_member_steps = n_members * steps_per_s
+    loop_member_steps = 1.0 / loop_member_s
+    result = {
+        "E": n_members, "width": case.width, "depth": case.depth, "batch": case.batch,
+        "sizes": list(case.sizes), "rule": get_rule(case.rule).name, "activation": case.activation,
+        "loss": case.loss, "dtype": dtype,
+        "flops_per_step": flops,
+        "seconds_per_step": step_s,
+        "steps_per_s": steps_per_s,
+        "gflops": gflops,
+        "matmul_seconds": matmul_s,
+        "matmul_gflops": matmul_gflops,
+        "ratio_to_matmul": gflops / matmul_gflops,
+        "loop_members_timed": n_loop,
+        "loop_member_steps_per_s": loop_member_steps,
+        "ensemble_member_steps_per_s": ensemble_member_steps,
+        "speedup_over_loop": ensemble_member_steps / loop_member_steps,
+        # what an ensemble running at the reference matmul speed (no element-wise work) would reach
+        "speedup_at_matmul_speed": (n_members / matmul_s) / loop_member_steps,
+        "repeats": n_repeats,
+        "iterations": {k: w.n_iter for k, w in workloads.items()},
+        "samples_seconds": {k: list(w.samples) for k, w in workloads.items()},
+    }
+    targets = {}
+    if case.ratio_target is not None:
+        targets["ratio_to_matmul"] = {"min": case.ratio_target,
+                                      "pass": bool(result["ratio_to_matmul"] >= case.ratio_target)}
+    if case.speedup_target is not None:
+        targets["speedup_over_loop"] = {"min": case.speedup_target,
+                                        "pass": bool(result["speedup_over_loop"] >= case.speedup_target)}
+    result["targets"] = targets
+    result["targets_pass"] = all(t["pass"] for t in targets.values())
+    _progress(progress, f"{label}: {steps_per_s:.3g} steps/s, {gflops:.3g} GFLOP/s "
+                        f"({result['ratio_to_matmul']:.2f} of matmul), "
+                        f"{result['speedup_over_loop']:.3g}x over the loop")
+    return result
+
+
+def run_bench(*, quick: bool = False, backend: str = "numpy", dtype: str = "float64", progress: bool = True,
+              cases: Sequence[BenchCase] | None = None, repeats: int | None = None,
+              seconds: float | None = None, seed: int = 0) -> dict:
+    """Measure the ensemble engine's speed (the figures of ``bbp bench``).
+
+    Parameters
+    ----------
+    quick : bool
+        Shorter timings, fewer repeats and a Python loop over a quarter of
+        the members, at most 64 (scaled per member); same cases.
+    backend : {"numpy", "cupy"}
+        Where the arrays live.
+    dtype : {"float64", "float32"}
+        Floating dtype of every array.
+    progress : bool
+        Print what is being timed to standard error.
+    cases : sequence of BenchCase, optional
+        Default :data:`CASES`.
+    repeats, seconds : optional
+        Override the number of repeats and the target length (s) of one timing.
+    seed : int
+        Seed of the weights, feedback and data.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``schema``, ``quick``, ``backend``, ``dtype``,
+        ``environment`` (versions, BLAS), ``method`` (what was timed, in words),
+        ``cases`` (one dict per case, see :func:`bench_case`), ``targets_pass``
+        and ``seconds`` (wall time of the whole benchmark).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+    xp = get_namespace(backend)
+    get_dtype(xp, dtype)
+    cases = CASES if cases is None else tuple(cases)
+    if not cases:
+        raise ValueError("run_bench needs at least one case")
+    for case in cases:
+        if not isinstance(case, BenchCase):
+            raise ValueError(f"cases must be BenchCase instances, got {case!r}")
+        case.check()
+    settings = dict(_SETTINGS[bool(quick)])
+    settings.update({k: v for k, v in (("repeats", repeats), ("seconds", seconds)) if v is not None})
+    start = time.perf_counter()
+    results = [bench_case(case, xp=xp, dtype=dtype, quick=quick, seed=seed, repeats=repeats, seconds=seconds,
+                          progress=progress) for case in cases]
+    return {
+        "schema": SCHEMA,
+        "quick": bool(quick),
+        "backend": backend,
+        "dtype": dtype,
+        "environment": environment(backend),
+        "method": {
+            "engine": "sim.rules.rule_updates(validate=False) + the SGD update of sim.train.train "
+                      "(finite check, divergence bookkeeping, W <- where(alive, W - lr dW, W)); "
+                      "minibatch sampling excluded; shared batch (B, n) for all members",
+            "flops": "matmuls only: forward, backward teaching signals, weight updates (2mkn per product)",
+            "matmul": "plain xp.matmul over preallocated contiguous operands of the same shapes and count",
+            "loop": "the same step on each member as an E=1 network in a Python loop, "
+                    "per-member rate from the first loop_members_timed members",
+            "timer": f"time.perf_counter, gc off, {settings['warmup']} warm-up iteration(s), then the best of up to "
+                     f"{settings['repeats']} interleaved repeats of about {settings['seconds']:g} s each; "
+                     "the device is synchronised before each clock read on cupy",
+        },
+        "cases": results,
+        "targets_pass": all(r["targets_pass"] for r in results),
+        "seconds": time.perf_counter() - start,
+        "cases_defined": [asdict(c) for c in cases],
+    }
+
+
+def _target_cell(case: dict, key: str, value: float, fmt: str, unit: str = "") -> str:
+    text = format(value, fmt) + unit
+    target = case["targets"].get(key)
+    if target is None:
+        return text
+    return f"{text} ({'pass' if target['pass'] else 'FAIL'} >= {target['min']:g})"
+
+
+def format_bench(results: dict) -> str:
+    """A readable table of :func:`run_bench`'s results."""
+    env = results.get("environment", {})
+    blas = env.get("blas", {})
+    blas_text = " ".join(str(blas[k]) for k in ("name", "version") if k in blas) or "unknown"
+    lines = [
+        f"bbp bench{' (quick)' if results.get('quick') else ''}: backend {results['backend']}, "
+        f"dtype {results['dtype']}, numpy {env.get('numpy', '?')}, BLAS {blas_text}, "
+        f"{env.get('cpu_count', '?')} CPUs" + (f", device {env['device']}" if "device" in env else ""),
+    ]
+    header = ("E", "width", "depth", "batch", "rule", "steps/s", "GFLOP/s", "matmul GFLOP/s",
+              "ratio to matmul", "loop m-steps/s", "ensemble m-steps/s", "speedup over loop")
+    rows = []
+    for c in results["cases"]:
+        rows.append((str(c["E"]), str(c["width"]), str(c["depth"]), str(c["batch"]), c["rule"],
+                     f"{c['steps_per_s']:.4g}", f"{c['gflops']:.3g}", f"{c['matmul_gflops']:.3g}",
+                     _target_cell(c, "ratio_to_matmul", c["ratio_to_matmul"], ".2f"),
+                     f"{c['loop_member_steps_per_s']:.4g}", f"{c['ensemble_member_steps_per_s']:.4g}",
+                     _target_cell(c, "speedup_over_loop", c["speedup_over_loop"], ".1f", "x")))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in rows]
+    lines.append("")
+    for c in results["cases"]:
+        notes = [f"{c['activation']} {c['loss']}", f"{c['flops_per_step'] / 1e6:.4g} MFLOP/step"]
+        if c["loop_members_timed"] < c["E"]:
+            notes.append(f"loop timed over {c['loop_members_timed']} of {c['E']} members, scaled per member")
+        notes.append(f"speedup if the step ran at matmul speed: {c['speedup_at_matmul_speed']:.1f}x")
+        lines.append(f"E={c['E']} width={c['width']}: " + "; ".join(notes))
+    verdict = "all targets met" if results.get("targets_pass") else "some targets NOT met"
+    lines.append(f"{verdict}; {results.get('seconds', float('nan')):.1f} s. FLOPs: matmuls of forward, "
+                 "backward signals and weight updates; engine = rule_updates + the trainer's SGD update.")
+    return "\n".join(lines)

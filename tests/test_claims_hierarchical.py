@@ -1,0 +1,106 @@
+"""Claims on hierarchical data: each passes quick, fails under its sabotage, and holds for hypothesis seeds;
+the hierarchical experiments run quick."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import theory.claims_hierarchical  # noqa: F401  (registers the claims)
+import theory.experiments_hierarchical  # noqa: F401  (registers the experiments)
+from sim.experiments import Context, run_experiment
+from theory.claims import REGISTRY, run_claim, sabotage_of
+
+IDS = [cid for cid, c in REGISTRY.items() if c.check.__module__ == "theory.claims_hierarchical"]
+
+
+def _openblas():
+    """numpy's bundled OpenBLAS (ctypes handle) when it exposes its thread setter, else None."""
+    import ctypes
+    import glob
+    import os
+
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*"))
+    try:
+        lib = ctypes.CDLL(libs[0]) if libs else None
+    except OSError:
+        return None
+    ok = lib is not None and hasattr(lib, "scipy_openblas_set_num_threads64_")
+    return lib if ok and hasattr(lib, "scipy_openblas_get_num_threads64_") else None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """Run this module's many small matmuls on one OpenBLAS thread, then restore the count.
+
+    The patch networks here are small: extra BLAS threads only synchronise, and on a
+    shared machine they spin (the module takes about 3x longer with two threads
+    on two busy cores). A no-op when numpy's OpenBLAS does not expose its setter.
+    """
+    lib = _openblas()
+    if lib is None:
+        yield
+        return
+    saved = lib.scipy_openblas_get_num_threads64_()
+    lib.scipy_openblas_set_num_threads64_(1)
+    try:
+        yield
+    finally:
+        lib.scipy_openblas_set_num_threads64_(saved)
+
+
+def test_the_claims_of_issue_5_are_registered():
+    assert set(IDS) == {"hier.exact-inversion", "hier.layerwise-recovery", "hier.twins-merge",
+                        "hier.convex-optimal", "hier.layerwise-vs-bp"}
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_claim_passes_quick(cid):
+    outcome = run_claim(REGISTRY[cid], quick=True)
+    assert outcome.status == "pass", (outcome.max_violation, outcome.tolerance, outcome.message)
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_claim_fails_under_sabotage(cid):
+    c = REGISTRY[cid]
+    with sabotage_of(c):
+        result = c.check(0, c.quick_instances)
+    assert not result.passed, f"{cid} still passes when its property is broken ({result.max_violation})"
+
+
+def _property_test(cid):
+    c = REGISTRY[cid]
+
+    @settings(max_examples=c.hypothesis_examples, deadline=None, derandomize=True)
+    @given(seed=st.integers(0, 2 ** 20))
+    def check(seed):
+        result = c.check(seed, 1)
+        assert result.passed, (cid, seed, result.max_violation, result.tolerance)
+
+    return check
+
+
+@pytest.mark.parametrize("cid", IDS)
+def test_claim_holds_for_hypothesis_seeds(cid):
+    _property_test(cid)()
+
+
+def test_hier_digits_samples_quick():
+    settings_, result = run_experiment("hier-digits-samples", context=Context(quick=True, n_seeds=2))
+    assert set(result.figures) == {"digits_samples", "digits_levels"}
+    assert result.metrics["distinct_patch_tables"] and result.metrics["alphabet_sizes"] == [10, 13, 17]
+    assert result.metrics["generation"]["images"] == settings_["speed_samples"]
+
+
+def test_hier_layerwise_quick():
+    settings_, result = run_experiment("hier-layerwise", context=Context(quick=True, n_seeds=2))
+    acc = result.metrics["accuracy"]
+    assert set(acc) == {"layerwise", "end-to-end", "greedy"}
+    for m in acc:
+        assert len(acc[m]["mean"]) == len(settings_["sample_sizes"])
+        assert acc[m]["mean"][-1] > 0.5  # far above chance (0.1) at the largest quick sample size
+    assert set(result.metrics["recovery_ari"]) == {"level_1", "level_2"}
+    assert result.metrics["top_classifier"]["all_certified"]
+    assert np.asarray(result.arrays["recovery_ari"]).shape == (len(settings_["sample_sizes"]), 2, 2)
