@@ -22,7 +22,7 @@ demo: $(BIN)/bbp
 	@echo "Figures and metrics of the demo are in $(RUN_DIR)/fa-linear/"
 
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -n 2 -q
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .hypothesis
