@@ -20,7 +20,8 @@ import numpy as np
 from ..backend import BACKENDS, DTYPES, get_namespace
 
 #: Modules whose import registers experiments.
-EXPERIMENT_MODULES: list[str] = ["sim.experiments.feedback_alignment", "sim.experiments.synthetic"]
+EXPERIMENT_MODULES: list[str] = ["sim.experiments.feedback_alignment", "sim.experiments.local_learning",
+                                  "sim.experiments.synthetic"]
 
 
 @dataclass(frozen=True)
