@@ -27,13 +27,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
+from array_api_compat import array_namespace, is_cupy_array
 
 BACKENDS = ("numpy", "cupy")
 DTYPES = ("float64", "float32")
 
 #: Fixed indices of the random components of a member or of a run.
 COMPONENTS = ("init", "feedback", "data", "batches", "synthetic_gradient", "noise", "extra")
+#: Whether :func:`tune_allocator` took effect in this process.
+ALLOCATOR_TUNED = False
 #: Offset of the shared (not per-member) component streams of a run.
 SHARED_OFFSET = 2**20
 
@@ -106,20 +108,31 @@ def to_host(array) -> np.ndarray:
         return np.from_dlpack(array)
 
 
-def contiguous(array):
-    """``array`` in C order (copied only if needed) on numpy and CuPy; other namespaces get it unchanged.
+def tune_allocator() -> bool:
+    """Let glibc keep freed memory for reuse instead of returning it to the system.
 
-    Batched matmul on numpy and CuPy is several times faster on C-ordered
-    operands than on transposed views, so the hot path copies the (small)
-    transposed weights once instead.
+    Every step of the engine allocates and frees arrays of the same sizes.
+    With glibc's defaults, arrays above a size threshold are mapped fresh from
+    the kernel and unmapped on release, and each reuse pays page faults; this
+    made the ensemble step up to 2-3x slower at width 32. The fix raises the
+    mmap threshold to 1 GiB and the trim threshold to 2 GiB (``mallopt``),
+    process-wide: the ``bbp`` command calls it at start-up, and a notebook or
+    script may call it too. The cost is that up to that much freed memory stays
+    with the process. Returns whether it took effect (``False`` off glibc).
     """
-    if is_numpy_array(array):
-        return np.ascontiguousarray(array)
-    if is_cupy_array(array):  # pragma: no cover - needs a GPU
-        import cupy
+    import ctypes
+    import ctypes.util
 
-        return cupy.ascontiguousarray(array)
-    return array
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    global ALLOCATOR_TUNED
+    ALLOCATOR_TUNED = mallopt(m_mmap_threshold, 1 << 30) == 1 and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
+    return ALLOCATOR_TUNED
 
 
 def member_rngs(seed: int, n_members: int, component: str) -> list[np.random.Generator]:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .backend import BACKENDS, DTYPES
+from .backend import BACKENDS, DTYPES, tune_allocator
 
 THEORY_EXPERIMENTS = ("theory.experiments",)
 
@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     try:
         return args.func(args)
     except (CLIError, ValueError) as err:

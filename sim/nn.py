@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from array_api_compat import device
 
-from .backend import contiguous, namespace
+from .backend import namespace
 
 ACTIVATIONS = ("linear", "relu", "tanh")
 LOSSES = ("mse", "ce")
@@ -93,7 +93,7 @@ def forward(weights, x, activation: str = "linear", biases=None) -> Forward:
     n_layers = len(weights)
     for i, w in enumerate(weights):
         inputs.append(h)
-        a = xp.matmul(h, contiguous(xp.matrix_transpose(w)))
+        a = xp.matmul(h, xp.matrix_transpose(w))
         if biases is not None:
             a = a + biases[i][:, None, :]
         preacts.append(a)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import contiguous, member_rngs, namespace, to_device
+from .backend import member_rngs, namespace, to_device
 from .nn import (
     Forward,
     activation_derivative,
@@ -119,12 +119,12 @@ def _bp_signal(i, ctx: SignalContext):
 
 def _fa_signal(i, ctx: SignalContext):
     xp = namespace(ctx.signals[i + 1])
-    return xp.matmul(ctx.signals[i + 1], contiguous(xp.matrix_transpose(ctx.feedback[i])))
+    return xp.matmul(ctx.signals[i + 1], xp.matrix_transpose(ctx.feedback[i]))
 
 
 def _dfa_signal(i, ctx: SignalContext):
     xp = namespace(ctx.signals[-1])
-    return xp.matmul(ctx.signals[-1], contiguous(xp.matrix_transpose(ctx.feedback[i])))
+    return xp.matmul(ctx.signals[-1], xp.matrix_transpose(ctx.feedback[i]))
 
 
 def _sg_signal(i, ctx: SignalContext):
@@ -223,7 +223,7 @@ def signal_updates(signals, inputs) -> list:
         batch = delta.shape[-2]
         if h.ndim == 2:  # input shared by all members: (B, n) -> broadcast
             h = h[None, ...]
-        update = xp.matmul(contiguous(xp.matrix_transpose(delta)), h)
+        update = xp.matmul(xp.matrix_transpose(delta), h)
         update /= batch  # in place on the fresh product (one temporary less)
         updates.append(update)
     return updates

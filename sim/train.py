@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from array_api_compat import is_numpy_namespace
 from tqdm.auto import tqdm
 
 from .backend import check_seed, namespace, shared_rng, to_device, to_host
@@ -128,6 +129,29 @@ def observe(network: Network, x, y, *, rule, loss: str, feedback=None, probe=Non
     return out
 
 
+def sgd_step(params: list, grads: list, lr, alive) -> list:
+    r"""One SGD step :math:`p \leftarrow p - \eta_m g` for every member ``m`` still alive.
+
+    ``params`` and ``grads`` are lists of arrays with the ensemble axis first,
+    ``lr`` and ``alive`` are ``(E,)``. Members with ``alive`` false keep their
+    parameters. On numpy, when every member is alive (a free host check there),
+    the parameters are updated in place, which saves two temporaries per
+    array; otherwise (or on a device, where the check would synchronise) new
+    arrays are returned. Both paths give the same numbers bit for bit.
+    """
+    xp = namespace(*params)
+    n_members = params[0].shape[0]
+    if is_numpy_namespace(xp) and bool(xp.all(alive)):
+        for p, g in zip(params, grads):
+            p -= xp.reshape(lr, (n_members,) + (1,) * (p.ndim - 1)) * g
+        return params
+    new = []
+    for p, g in zip(params, grads):
+        shape = (n_members,) + (1,) * (p.ndim - 1)
+        new.append(xp.where(xp.reshape(alive, shape), p - xp.reshape(lr, shape) * g, p))
+    return new
+
+
 def _batches(n_samples: int, batch_size: int | None, seed: int):
     """Endless minibatch indices: a fresh permutation each epoch (``None``: full batch)."""
     if batch_size is None or batch_size >= n_samples:
@@ -220,7 +244,9 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
                         loss=loss, feedback=feedback, biases=network.biases, modules=modules)
     classification = obs.kind == "classification"
 
-    weights, biases = list(network.weights), None if network.biases is None else list(network.biases)
+    # private copies: sgd_step may update them in place
+    weights = [xp.asarray(w, copy=True) for w in network.weights]
+    biases = None if network.biases is None else [xp.asarray(b, copy=True) for b in network.biases]
     params = weights + (biases or [])
     velocity = [xp.zeros_like(p) for p in params] if momentum else None
     lr_dev = to_device(lrs, xp, dtype)
@@ -261,14 +287,10 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
             if velocity is not None:
                 velocity = [momentum * v + g for v, g in zip(velocity, grads)]
                 grads = velocity
-            new = []
-            for p, g in zip(params, grads):
-                shape = (n_members,) + (1,) * (p.ndim - 1)
-                new.append(xp.where(xp.reshape(alive, shape), p - xp.reshape(lr_dev, shape) * g, p))
-            params = new
             if modules is not None and rule.update_modules is not None:  # same forward pass, pre-update weights
                 modules = rule.update_modules(modules, upd, weights=weights, targets=yb,
                                               activation=network.activation, step=step, alive=alive)
+            params = sgd_step(params, grads, lr_dev, alive)
             weights = params[:len(weights)]
             biases = None if biases is None else params[len(weights):]
             bar.update(1)

@@ -11,7 +11,6 @@ THEORY_EXPERIMENT_MODULES = [
     "theory.experiments_dfa",
     "theory.experiments_hierarchical",
     "theory.experiments_synthetic",
-    "theory.experiments_local",
 ]
 
 for _module in THEORY_EXPERIMENT_MODULES:

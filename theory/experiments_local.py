@@ -1,1 +1,0 @@
-"""Experiments (registered on import; see sim.experiments)."""
