@@ -125,3 +125,15 @@ def test_task_errors():
             lillicrap_linear(5, seed=seed)
         with pytest.raises(ValueError, match="seed must be a non-negative integer"):
             teacher_classification(5, seed=seed)
+
+
+def test_split_keeps_order_kind_and_info():
+    full = teacher_classification(50, seed=1)
+    first, rest = full.split(20)
+    np.testing.assert_array_equal(np.concatenate([first.x, rest.x]), full.x)
+    np.testing.assert_array_equal(np.concatenate([first.y, rest.y]), full.y)
+    assert (first.n_samples, rest.n_samples) == (20, 30)
+    assert first.kind == rest.kind == "classification" and first.info is full.info
+    for bad in (0, 50, 2.5, True):
+        with pytest.raises(ValueError, match="split needs"):
+            full.split(bad)

@@ -16,19 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from sim.data import teacher_classification
-from sim.experiments import Context, ExperimentResult, experiment
+from sim.experiments import Context, ExperimentResult, experiment, summary_stats
 from sim.network import init_network
 from sim.plots import mean_and_spread, new_figure
 from sim.rules import draw_feedback
 from sim.train import train
-
-
-def _stats(values) -> dict:
-    v = np.asarray(values, dtype=float)
-    finite = v[np.isfinite(v)]
-    if finite.size == 0:
-        return {"mean": None, "std": None}
-    return {"mean": float(finite.mean()), "std": float(finite.std())}
 
 
 def _check_settings(settings: dict) -> None:
@@ -86,10 +78,10 @@ def dfa_alignment(settings: dict, ctx: Context) -> ExperimentResult:
         arrays.update({f"w{width}_steps": steps, f"w{width}_loss": loss, f"w{width}_signal_angle": angles,
                        f"w{width}_weight_alignment": alignment, f"w{width}_accuracy": res.metric("accuracy")})
         metrics[f"width_{width}"] = {
-            "initial_loss": _stats(loss[0]), "final_loss": _stats(loss[-1]),
-            "final_accuracy": _stats(res.metric("accuracy")[-1]),
-            "final_signal_angle_deg_per_layer": [_stats(angles[-1, :, j]) for j in range(depth)],
-            "final_weight_alignment_deg_per_layer": [_stats(alignment[-1, :, j]) for j in range(depth)],
+            "initial_loss": summary_stats(loss[0]), "final_loss": summary_stats(loss[-1]),
+            "final_accuracy": summary_stats(res.metric("accuracy")[-1]),
+            "final_signal_angle_deg_per_layer": [summary_stats(angles[-1, :, j]) for j in range(depth)],
+            "final_weight_alignment_deg_per_layer": [summary_stats(alignment[-1, :, j]) for j in range(depth)],
             "top_layer_most_aligned_fraction": float(np.mean(np.argmin(angles[-1], axis=1) == depth - 1)),
         }
     for layer in range(depth):

@@ -693,7 +693,7 @@ def digits_grammar(*, noise: float = 0.2, distractor: float = 0.02, variant_prob
                 patch[r, c] = low[seg]
         return patch.ravel()
 
-    stroke_rows, stroke_probs = [], []
+    stroke_rows = []
     for arms in strokes:
         rows = [(stroke_patch(arms, centre_of(arms)), 1.0)]
         alternative = {_E | _W: low["/"], _N | _S: low["/"]}.get(arms, low["○"] if arms in _CORNERS else None)

@@ -41,6 +41,14 @@ class Dataset:
     def n_outputs(self) -> int:
         return self.y.shape[1]
 
+    def split(self, n_first: int) -> tuple[Dataset, Dataset]:
+        """The first ``n_first`` samples and the rest (for example train and test), same kind and info."""
+        if isinstance(n_first, bool) or int(n_first) != n_first or not 0 < n_first < self.n_samples:
+            raise ValueError(f"split needs 0 < n_first < {self.n_samples}, got {n_first!r}")
+        n = int(n_first)
+        return (Dataset(self.x[:n], self.y[:n], self.kind, self.info),
+                Dataset(self.x[n:], self.y[n:], self.kind, self.info))
+
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or int(value) != value or value < 1:

@@ -94,6 +94,15 @@ def get_experiment(name: str) -> Experiment:
     return REGISTRY[name]
 
 
+def summary_stats(values) -> dict:
+    """Mean and standard deviation of the finite entries (``None`` for both when there are none)."""
+    v = np.asarray(values, dtype=float)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return {"mean": None, "std": None}
+    return {"mean": float(finite.mean()), "std": float(finite.std())}
+
+
 def parse_value(key: str, text: str, default):
     """Parse ``text`` for setting ``key`` as the type of its default value."""
     try:

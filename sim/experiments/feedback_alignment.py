@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..backend import to_device, to_host
 from ..data import lillicrap_linear, teacher_classification
 from ..data.tasks import Dataset
@@ -12,7 +10,7 @@ from ..nn import accuracy, predict
 from ..plots import mean_and_spread, new_figure
 from ..rules import draw_feedback
 from ..train import train
-from . import Context, ExperimentResult, experiment
+from . import Context, ExperimentResult, experiment, summary_stats
 
 RULE_NAMES = ("bp", "fa", "dfa")
 
@@ -35,14 +33,6 @@ def compare_rules(sizes, data: Dataset, settings: dict, ctx: Context, *, activat
         results[name] = res
         diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
     return results, diverged
-
-
-def _summary_stats(values) -> dict:
-    v = np.asarray(values, dtype=float)
-    finite = v[np.isfinite(v)]
-    if finite.size == 0:
-        return {"mean": None, "std": None}
-    return {"mean": float(finite.mean()), "std": float(finite.std())}
 
 
 @experiment(
@@ -69,8 +59,8 @@ def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
         mean_and_spread(ax_loss, steps, loss, label=label, log=True, linestyle=style)
         mean_and_spread(ax_angle, steps, angle, label=label, linestyle=style)
         arrays.update({f"{name}_steps": steps, f"{name}_loss": loss, f"{name}_signal_angle": angle})
-        metrics[name] = {"final_loss": _summary_stats(loss[-1]), "initial_loss": _summary_stats(loss[0]),
-                         "final_signal_angle_deg": _summary_stats(angle[-1])}
+        metrics[name] = {"final_loss": summary_stats(loss[-1]), "initial_loss": summary_stats(loss[0]),
+                         "final_signal_angle_deg": summary_stats(angle[-1])}
     ax_loss.set(xlabel="step", ylabel="training loss (mse)", title="loss")
     ax_angle.axhline(90, color="grey", lw=0.8, ls="--")
     ax_angle.set(xlabel="step", ylabel="angle to BP signal (degrees)", title="hidden-layer alignment", ylim=(0, 120))
@@ -96,8 +86,7 @@ def dfa_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
     n_train = settings["n_train"]
     full = teacher_classification(n_train + settings["n_test"], seed=ctx.seed, n_inputs=settings["n_inputs"],
                                   n_classes=settings["n_classes"])
-    data = Dataset(full.x[:n_train], full.y[:n_train], full.kind, full.info)
-    test = Dataset(full.x[n_train:], full.y[n_train:], full.kind, full.info)
+    data, test = full.split(n_train)
     sizes = [settings["n_inputs"], *settings["hidden"], settings["n_classes"]]
     results, diverged = compare_rules(sizes, data, settings, ctx, activation="tanh", probe_for_bp="dfa")
     fig, axes = new_figure(4)
@@ -116,9 +105,9 @@ def dfa_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
                        f"{name}_signal_angle": angles, f"{name}_test_accuracy": test_acc})
         if "weight_alignment" in res.metrics:
             arrays[f"{name}_weight_alignment"] = res.metric("weight_alignment")
-        metrics[name] = {"final_loss": _summary_stats(loss[-1]), "train_accuracy": _summary_stats(acc[-1]),
-                         "test_accuracy": _summary_stats(test_acc),
-                         "final_signal_angle_deg_per_layer": [_summary_stats(angles[-1, :, j])
+        metrics[name] = {"final_loss": summary_stats(loss[-1]), "train_accuracy": summary_stats(acc[-1]),
+                         "test_accuracy": summary_stats(test_acc),
+                         "final_signal_angle_deg_per_layer": [summary_stats(angles[-1, :, j])
                                                               for j in range(angles.shape[-1])]}
     axes[0].set(xlabel="step", ylabel="training loss (ce)", title="loss")
     axes[1].set(xlabel="step", ylabel="training accuracy", title="accuracy")

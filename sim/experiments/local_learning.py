@@ -72,8 +72,7 @@ def _mlp_problem(settings: dict, ctx: Context):
     n_train, n_test = settings["n_train"], settings["n_test"]
     full = teacher_classification(n_train + n_test, seed=ctx.seed, n_inputs=settings["mlp_inputs"],
                                   n_hidden=64, n_classes=settings["n_classes"], gain=3.0)
-    train = Dataset(full.x[:n_train], full.y[:n_train], full.kind)
-    test = Dataset(full.x[n_train:], full.y[n_train:], full.kind)
+    train, test = full.split(n_train)
     hidden = settings["mlp_hidden"]
     sizes = [settings["mlp_inputs"], *([hidden] * settings["mlp_depth"]), settings["n_classes"]]
 
@@ -90,8 +89,7 @@ def _patch_problem(settings: dict, ctx: Context):
     n_train, n_test = settings["n_train"], settings["n_test"]
     sample = digits(n_train + n_test, seed=ctx.seed)
     data = sample.to_dataset()
-    train = Dataset(data.x[:n_train], data.y[:n_train], data.kind)
-    test = Dataset(data.x[n_train:], data.y[n_train:], data.kind)
+    train, test = data.split(n_train)
     side = sample.grammar.image_size
 
     def build():

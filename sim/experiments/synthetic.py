@@ -24,18 +24,10 @@ from ..plots import mean_and_spread, new_figure
 from ..rules import draw_feedback
 from ..synthetic import init_modules, train_fixed_readout
 from ..train import train
-from . import Context, ExperimentResult, experiment
+from . import Context, ExperimentResult, experiment, summary_stats
 
 LABELS = {"bp": "BP", "fa": "FA", "dfa": "DFA", "sg": "DNI", "cdni": "cDNI"}
 COLORS = {"bp": "C0", "fa": "C4", "dfa": "C3", "sg": "C1", "cdni": "C2"}
-
-
-def _stats(values) -> dict:
-    v = np.asarray(values, dtype=float)
-    finite = v[np.isfinite(v)]
-    if finite.size == 0:
-        return {"mean": None, "std": None}
-    return {"mean": float(finite.mean()), "std": float(finite.std())}
 
 
 def time_to_target(steps, loss, target: float) -> np.ndarray:
@@ -48,7 +40,7 @@ def time_to_target(steps, loss, target: float) -> np.ndarray:
 
 def _reached(times) -> dict:
     t = np.asarray(times, dtype=float)
-    return {**_stats(t), "fraction_reached": float(np.mean(np.isfinite(t)))}
+    return {**summary_stats(t), "fraction_reached": float(np.mean(np.isfinite(t)))}
 
 
 def train_rules(rules, sizes, data: Dataset, settings: dict, ctx: Context, *, activation: str,
@@ -105,7 +97,7 @@ def sg_linear(settings: dict, ctx: Context) -> ExperimentResult:
         times = time_to_target(steps, loss, target)
         mean_and_spread(ax_loss, steps, loss, label=LABELS[name], log=True, color=COLORS[name])
         arrays.update({f"{name}_steps": steps, f"{name}_loss": loss, f"{name}_time_to_target": times})
-        metrics[name] = {"final_loss": _stats(loss[-1]), "time_to_target": _reached(times), "target_loss": target}
+        metrics[name] = {"final_loss": summary_stats(loss[-1]), "time_to_target": _reached(times), "target_loss": target}
         if "sg_error" in res.metrics:
             err, ang = res.metric("sg_error"), res.metric("sg_angle")
             for layer in range(err.shape[-1]):
@@ -117,8 +109,8 @@ def sg_linear(settings: dict, ctx: Context) -> ExperimentResult:
                                 linestyle=style)
             arrays.update({f"{name}_sg_error": err, f"{name}_sg_angle": ang})
             middle = len(steps) // 4
-            metrics[name]["sg_error_early_per_layer"] = [_stats(err[middle, :, j]) for j in range(err.shape[-1])]
-            metrics[name]["sg_angle_final_per_layer"] = [_stats(ang[-1, :, j]) for j in range(ang.shape[-1])]
+            metrics[name]["sg_error_early_per_layer"] = [summary_stats(err[middle, :, j]) for j in range(err.shape[-1])]
+            metrics[name]["sg_angle_final_per_layer"] = [summary_stats(ang[-1, :, j]) for j in range(ang.shape[-1])]
     ax_loss.set(xlabel="step", ylabel="training loss (mse)", title="loss")
     ax_err.set(xlabel="step", ylabel="|SG - g| / |g|", title="synthetic-gradient error")
     ax_angle.axhline(90, color="grey", lw=0.8, ls="--")
@@ -196,9 +188,9 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
         w_end = res.first_weights[-1, :, 0, :]
         distance = np.sqrt(np.einsum("mi,ij,mj->m", w_end - w_ls, sigma, w_end - w_ls))
         residual = np.einsum("mi,ij,mj->m", w_end, sigma, w_end - w_ls)
-        metrics[name] = {"distance_to_w_ls": _stats(distance), "ellipse_residual": _stats(np.abs(residual)),
-                         "final_excess_loss": _stats(res.loss[-1] - floor),
-                         "module_final": {k: _stats(v[-1].reshape(n, -1)[:, 0]) for k, v in res.module.items()}}
+        metrics[name] = {"distance_to_w_ls": summary_stats(distance), "ellipse_residual": summary_stats(np.abs(residual)),
+                         "final_excess_loss": summary_stats(res.loss[-1] - floor),
+                         "module_final": {k: summary_stats(v[-1].reshape(n, -1)[:, 0]) for k, v in res.module.items()}}
         arrays.update({f"{name}_steps": res.steps, f"{name}_loss": res.loss, f"{name}_w": res.first_weights[:, :, 0],
                        **{f"{name}_module_{k}": v.reshape(v.shape[0], n, -1)[..., 0] for k, v in res.module.items()}})
     for key, label in (("hidden", "a"), ("label", "b"), ("bias", "c")):
@@ -226,7 +218,7 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
         axes[3].errorbar(widths, values.mean(axis=1), yerr=values.std(axis=1), marker="o", capsize=2,
                          label=LABELS[name], color=COLORS[name])
         arrays[f"net_{name}_final_loss"] = values
-        metrics.setdefault("two_layer", {})[name] = [_stats(v) for v in values]
+        metrics.setdefault("two_layer", {})[name] = [summary_stats(v) for v in values]
     axes[3].plot(widths, optimum, "k:", label="optimum at this width")
     axes[3].axvline(settings["net_inputs"], color="grey", lw=0.8, ls="--")
     axes[3].set(xlabel="hidden width", ylabel="final loss", title="two-layer net: bottleneck vs wide", yscale="symlog",
@@ -261,8 +253,7 @@ def sg_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
     n_train = settings["n_train"]
     full = teacher_classification(n_train + settings["n_test"], seed=ctx.seed, n_inputs=settings["n_inputs"],
                                   n_classes=settings["n_classes"])
-    data = Dataset(full.x[:n_train], full.y[:n_train], full.kind, full.info)
-    test = Dataset(full.x[n_train:], full.y[n_train:], full.kind, full.info)
+    data, test = full.split(n_train)
     sizes = [settings["n_inputs"], *settings["hidden"], settings["n_classes"]]
     activation = settings["activation"]
     results, diverged = train_rules(settings["rules"], sizes, data, settings, ctx, activation=activation)
@@ -280,9 +271,9 @@ def sg_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
         arrays.update({f"{name}_steps": steps, f"{name}_loss": loss, f"{name}_accuracy": acc,
                        f"{name}_signal_angle": angles, f"{name}_test_accuracy": test_acc,
                        f"{name}_time_to_target": times})
-        metrics[name] = {"final_loss": _stats(loss[-1]), "train_accuracy": _stats(acc[-1]),
-                         "test_accuracy": _stats(test_acc), "time_to_target": _reached(times),
-                         "final_signal_angle_deg_per_layer": [_stats(angles[-1, :, j])
+        metrics[name] = {"final_loss": summary_stats(loss[-1]), "train_accuracy": summary_stats(acc[-1]),
+                         "test_accuracy": summary_stats(test_acc), "time_to_target": _reached(times),
+                         "final_signal_angle_deg_per_layer": [summary_stats(angles[-1, :, j])
                                                               for j in range(angles.shape[-1])]}
         if "sg_error" in res.metrics:
             err = res.metric("sg_error")
@@ -290,7 +281,7 @@ def sg_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
                 mean_and_spread(axes[3], steps, err[..., layer], label=f"{LABELS[name]} layer {layer + 1}",
                                 linestyle="-" if name == "cdni" else "--")
             arrays[f"{name}_sg_error"] = err
-            metrics[name]["final_sg_error_per_layer"] = [_stats(err[-1, :, j]) for j in range(err.shape[-1])]
+            metrics[name]["final_sg_error_per_layer"] = [summary_stats(err[-1, :, j]) for j in range(err.shape[-1])]
     axes[0].axhline(settings["target_loss"], color="grey", lw=0.8, ls=":")
     axes[0].set(xlabel="step", ylabel="training loss (ce)", title="loss")
     axes[1].set(xlabel="step", ylabel="training accuracy", title="accuracy")
