@@ -89,6 +89,8 @@ def load_experiments(extra_modules=()) -> dict[str, Experiment]:
 
 
 def get_experiment(name: str) -> Experiment:
+    """The registered experiment ``name`` (the modules of :data:`EXPERIMENT_MODULES` are loaded first)."""
+    load_experiments()
     if name not in REGISTRY:
         raise ValueError(f"unknown experiment {name!r}; allowed: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name]
