@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ValueError) as err:
         print(f"bbp {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that stopped early (bbp list | head)
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
