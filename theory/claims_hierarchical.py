@@ -180,10 +180,6 @@ def separability(codes: np.ndarray, truth: np.ndarray, a: int, b: int) -> float:
     return float((q - q0) / (1 - q0)) if q0 < 1 else 0.0
 
 
-#: Largest separability of twins for the claim to hold.
-TWIN_MAX_SEPARABILITY = 0.25
-
-
 #: Largest separability of the twins, and smallest of every other pair, for the claim to hold.
 TWIN_MAX_SEPARABILITY = 0.25
 OTHER_MIN_SEPARABILITY = 0.5
