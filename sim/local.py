@@ -489,16 +489,8 @@ def make_block_network(sizes: Sequence[int], n_members: int = 1, *, layers_per_b
         params.append(tuple(net.weights[start:start + len(bs) - 1]))
         start += len(bs) - 1
     head_outputs = net.sizes[-1] if head_outputs is None else int(head_outputs)
-    heads, head_params = [], []
-    for j, block in enumerate(blocks):
-        if j == len(blocks) - 1:
-            heads.append(None)
-            head_params.append(None)
-            continue
-        spec = make_head(head, block.n_out, head_outputs, hidden=head_hidden, activation=activation)
-        heads.append(spec)
-        head_params.append(_gaussian_params(spec.shapes(), n_members, seed, "extra", j, xp, dtype))
-    return BlockNetwork(tuple(blocks), tuple(params), tuple(heads), tuple(head_params), loss)
+    return attach_heads(blocks, params, n_members=n_members, head=head, head_hidden=head_hidden,
+                        head_outputs=head_outputs, activation=activation, loss=loss, seed=seed, dtype=dtype)
 
 
 def attach_heads(blocks, params, *, n_members: int, head: str = "linear", head_hidden: int = 0,
