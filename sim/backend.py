@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from array_api_compat import array_namespace, is_cupy_array
+from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
 BACKENDS = ("numpy", "cupy")
 DTYPES = ("float64", "float32")
@@ -94,6 +94,22 @@ def to_device(array, xp, dtype: str | None = "float64"):
     if dtype is None:
         return xp.asarray(host)
     return xp.asarray(host.astype(_check_choice("dtype", dtype, DTYPES), copy=False))
+
+
+def column_major(a):
+    """A copy of ``a`` in which each matrix (the last two axes) is stored column by column.
+
+    ``a`` keeps its shape and values; only the memory order changes, to the
+    one the engine's matmuls read fastest: the forward product ``h @ W^T``
+    then reads ``W^T`` contiguously (on numpy about 20% off a training step
+    at width 32, see ``bbp bench``). Numpy and CuPy arrays get the new layout;
+    on other namespaces, which do not expose memory order, it is a plain copy.
+    """
+    if is_numpy_array(a) or is_cupy_array(a):
+        module = np if is_numpy_array(a) else __import__("cupy")
+        return module.swapaxes(module.array(module.swapaxes(a, -1, -2), order="C", copy=True), -1, -2)
+    xp = namespace(a)
+    return xp.asarray(a, copy=True)
 
 
 def to_host(array) -> np.ndarray:

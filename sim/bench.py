@@ -53,7 +53,7 @@ import numpy as np
 from array_api_compat import is_cupy_array
 
 from . import backend as backend_module
-from .backend import DTYPES, get_dtype, get_namespace, namespace, to_device
+from .backend import DTYPES, column_major, get_dtype, get_namespace, namespace, to_device
 from .network import init_network
 from .nn import check_activation, check_loss
 from .rules import draw_feedback, get_rule, rule_updates
@@ -149,8 +149,8 @@ def step_matmul_shapes(rule, sizes: Sequence[int], n_members: int, batch: int) -
       :math:`\delta_{l+1} W_{l+1}` and FA :math:`\delta_{l+1} B_{l+1}^T` are
       ``(E, B, n_{l+1}) @ (E, n_{l+1}, n_l)``; DFA :math:`\delta_L B_l^T` is
       ``(E, B, n_L) @ (E, n_L, n_l)``;
-    * weight updates, each layer: :math:`\delta_l^T h_{l-1}`,
-      ``(E, n_l, B) @ (E, B, n_{l-1})``.
+    * weight updates, each layer: :math:`(h_{l-1}^T \delta_l)^T`,
+      ``(E, n_{l-1}, B) @ (E, B, n_l)`` (see :func:`sim.rules.signal_updates`).
     """
     rule = get_rule(rule)
     sizes = [int(s) for s in sizes]
@@ -159,7 +159,7 @@ def step_matmul_shapes(rule, sizes: Sequence[int], n_members: int, batch: int) -
     for i in range(n_layers - 2, -1, -1):  # hidden layer i + 1 (1-based)
         above = sizes[-1] if rule.feedback == "direct" else sizes[i + 2]
         shapes.append((n_members, batch, above, sizes[i + 1]))
-    shapes += [(n_members, sizes[i + 1], batch, sizes[i]) for i in range(n_layers)]
+    shapes += [(n_members, sizes[i], batch, sizes[i + 1]) for i in range(n_layers)]
     return shapes
 
 
@@ -193,17 +193,17 @@ def training_step(state: StepState, x, y, *, rule, activation: str, loss: str, f
     """One SGD step of :func:`sim.train.train` (momentum 0, no biases) on the batch ``(x, y)``.
 
     The same array operations as the trainer's loop body: the rule's updates
-    without input checks, the finite-loss check, the divergence bookkeeping and
-    :func:`sim.train.sgd_step` with ``lr`` of shape ``(E,)`` (in place on
-    ``state.weights`` on numpy while every member is alive).
+    scaled by ``lr`` of shape ``(E,)`` without input checks, the finite-loss
+    check, the divergence bookkeeping and :func:`sim.train.sgd_step` (in place
+    on ``state.weights`` on numpy while every member is alive).
     """
     xp = namespace(state.weights[0])
     upd = rule_updates(rule, state.weights, x, y, activation=activation, loss=loss, feedback=feedback,
-                       validate=False)
+                       validate=False, scale=lr)
     finite = xp.isfinite(upd.loss)
     first_bad = xp.where(state.alive & ~finite, xp.asarray(state.step, dtype=xp.int64), state.first_bad)
     alive = state.alive & finite
-    return StepState(sgd_step(state.weights, upd.weights, lr, alive), alive, first_bad, state.step + 1)
+    return StepState(sgd_step(state.weights, upd.weights, alive), alive, first_bad, state.step + 1)
 
 
 def _synchronize(array) -> None:
@@ -263,7 +263,7 @@ def _case_arrays(case: BenchCase, xp, dtype: str, seed: int):
         y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], size=case.batch)]
     else:
         y = rng.normal(size=(case.batch, sizes[-1]))
-    return list(net.weights), feedback, to_device(x, xp, dtype), to_device(y, xp, dtype)
+    return [column_major(w) for w in net.weights], feedback, to_device(x, xp, dtype), to_device(y, xp, dtype)
 
 
 def _engine(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float) -> _Timed:
@@ -296,7 +296,7 @@ def _matmul_reference(case: BenchCase, xp, dtype: str, seed: int) -> _Timed:
 def _loop(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float, n_loop: int) -> _Timed:
     members = []
     for m in range(n_loop):
-        own = [xp.asarray(w[m:m + 1, ...], copy=True) for w in weights]
+        own = [column_major(w[m:m + 1, ...]) for w in weights]
         fb = None if feedback is None else [xp.asarray(b[m:m + 1, ...], copy=True) for b in feedback]
         members.append((StepState(own, xp.ones((1,), dtype=xp.bool), xp.full((1,), -1, dtype=xp.int64)), fb))
     lr_dev = to_device(np.full(1, lr), xp, dtype)

@@ -65,6 +65,29 @@ def activation_derivative(a, activation: str):
     raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
 
 
+def times_derivative(signal, h, activation: str):
+    """``signal * f'(a)``, with ``f'`` from the layer's output ``h = f(a)``, in place on ``signal``.
+
+    ``relu``: :math:`f' = [h > 0]` (``relu'(0) = 0``); ``tanh``: :math:`f' = 1 - h^2`
+    (no second ``tanh``); ``linear``: ``signal`` itself. Bit for bit
+    ``signal * activation_derivative(a, activation)``. ``signal`` must be a
+    new array: when it has the full shape it is overwritten.
+    """
+    xp = namespace(signal, h)
+    if activation == "linear":
+        return signal
+    if activation == "relu":
+        derivative = xp.astype(h > 0, signal.dtype)
+    elif activation == "tanh":
+        derivative = 1 - h * h
+    else:
+        raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}")
+    if signal.shape != derivative.shape:
+        return signal * derivative
+    signal *= derivative  # x * y == y * x exactly
+    return signal
+
+
 @dataclass(frozen=True)
 class Forward:
     """What a forward pass leaves for the learning rules.
@@ -119,9 +142,9 @@ def loss_value(y_hat, y, loss: str = "mse"):
     batch = y_hat.shape[-2]
     if loss == "mse":
         d = y_hat - y
-        return xp.sum(d * d, axis=(-2, -1)) / (2 * batch)
+        return _sample_sum(d, d) / (2 * batch)
     if loss == "ce":
-        return -xp.sum(y * _log_softmax(y_hat), axis=(-2, -1)) / batch
+        return -_sample_sum(y, _log_softmax(y_hat)) / batch
     raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
 
 
@@ -145,11 +168,21 @@ def loss_and_error(y_hat, y, loss: str = "mse"):
     batch = y_hat.shape[-2]
     if loss == "mse":
         d = y_hat - y
-        return xp.sum(d * d, axis=(-2, -1)) / (2 * batch), d
+        return _sample_sum(d, d) / (2 * batch), d
     if loss == "ce":
         log_p = _log_softmax(y_hat)
-        return -xp.sum(y * log_p, axis=(-2, -1)) / batch, xp.exp(log_p) - y
+        return -_sample_sum(y, log_p) / batch, xp.exp(log_p) - y
     raise ValueError(f"unknown loss {loss!r}; allowed: {', '.join(LOSSES)}")
+
+
+def _sample_sum(u, v):
+    r""":math:`\sum_{b,j} u_{bj} v_{bj}` over the last two axes, leading axes broadcast.
+
+    One dot product per member over the flattened ``(B, n)`` block
+    (``vecdot``: a BLAS dot on numpy) instead of a product array and a sum.
+    """
+    xp = namespace(u, v)
+    return xp.vecdot(xp.reshape(u, (*u.shape[:-2], -1)), xp.reshape(v, (*v.shape[:-2], -1)))
 
 
 def accuracy(y_hat, y):

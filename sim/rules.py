@@ -36,11 +36,11 @@ import numpy as np
 from .backend import member_rngs, namespace, to_device
 from .nn import (
     Forward,
-    activation_derivative,
     check_activation,
     check_loss,
     forward,
     loss_and_error,
+    times_derivative,
 )
 
 
@@ -69,7 +69,8 @@ class Rule:
 
     ``hidden_signal(i, ctx)`` returns the signal of the hidden layer with
     0-based index ``i`` *before* the activation derivative, given a
-    :class:`SignalContext` whose ``signals[i+1:]`` are already computed.
+    :class:`SignalContext` whose ``signals[i+1:]`` are already computed; it
+    must be a new array, which the caller multiplies by ``f'`` in place.
     ``feedback`` names the fixed matrices the rule needs: ``None``,
     ``"layerwise"`` (FA: ``B_{l+1}``) or ``"direct"`` (DFA: ``B_l``).
 
@@ -176,9 +177,10 @@ class Updates:
     Attributes
     ----------
     weights : list
-        ``dW_1 .. dW_L`` (descent directions: ``W <- W - lr * dW``).
+        ``dW_1 .. dW_L`` (descent directions: ``W <- W - lr * dW``), times
+        ``scale`` when :func:`rule_updates` was given one.
     biases : list or None
-        ``db_1 .. db_L`` when the network has biases.
+        ``db_1 .. db_L`` when the network has biases (scaled likewise).
     signals : list
         The per-sample teaching signals ``delta_1 .. delta_L``, ``(E, B, n_l)``.
     loss : array
@@ -202,40 +204,49 @@ def teaching_signals(rule: Rule, weights, fwd: Forward, error, activation: str, 
     signals[-1] = error
     ctx = SignalContext(signals, weights, feedback, fwd, targets, modules)
     for i in range(n_layers - 2, -1, -1):
-        signal = rule.hidden_signal(i, ctx)
-        if activation == "linear":  # f' = 1, and signal * 1 is signal bit for bit
-            signals[i] = signal
-            continue
-        derivative = activation_derivative(fwd.preactivations[i], activation)
-        if derivative.shape == signal.shape and derivative.dtype == signal.dtype:
-            derivative *= signal  # in place on the fresh f' array (one temporary less); x*y == y*x exactly
-            signals[i] = derivative
-        else:
-            signals[i] = signal * derivative
+        # f'(a_l) from the layer's output h_l = fwd.inputs[i + 1]
+        signals[i] = times_derivative(rule.hidden_signal(i, ctx), fwd.inputs[i + 1], activation)
     return signals
 
 
-def signal_updates(signals, inputs) -> list:
-    r"""Weight updates :math:`\operatorname{mean}_b \delta_{l,b} h_{l-1,b}^T` for every layer."""
+def signal_updates(signals, inputs, scale=None) -> list:
+    r"""Weight updates :math:`\operatorname{mean}_b \delta_{l,b} h_{l-1,b}^T` for every layer.
+
+    ``scale``, optional, ``(E,)``: member ``m``'s updates are multiplied by
+    ``scale[m]`` (the trainer passes the learning rates, so that the SGD step
+    needs no product array of its own). The factor ``scale / B`` multiplies
+    the smaller operand: the signal ``(E, B, n_l)`` when ``B < n_{l-1}``,
+    otherwise the product, in place. The product is formed as
+    :math:`(h^T \delta)^T`, so that each update is stored column by column,
+    like the trainer's weights (:func:`sim.backend.column_major`), and the
+    SGD step reads both in the same order.
+    """
     xp = namespace(*signals)
     updates = []
     for delta, h in zip(signals, inputs):
         batch = delta.shape[-2]
+        factor = 1 / batch if scale is None else xp.reshape(scale / batch, (-1, 1, 1))
         if h.ndim == 2:  # input shared by all members: (B, n) -> broadcast
             h = h[None, ...]
-        update = xp.matmul(xp.matrix_transpose(delta), h)
-        update /= batch  # in place on the fresh product (one temporary less)
+        if batch < h.shape[-1]:
+            update = xp.matrix_transpose(xp.matmul(xp.matrix_transpose(h), delta * factor))
+        else:
+            update = xp.matrix_transpose(xp.matmul(xp.matrix_transpose(h), delta))
+            update *= factor
         updates.append(update)
     return updates
 
 
 def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedback=None, biases=None,
-                 validate=True, modules=None) -> Updates:
+                 validate=True, modules=None, scale=None) -> Updates:
     """Apply ``rule`` to the batch ``(x, y)``: signals, updates and loss.
 
     The full-information form of :func:`compute_updates`; see there for the
     arguments. ``validate=False`` skips the input checks (for the trainer's hot
-    loop, whose inputs were checked once).
+    loop, whose inputs were checked once). ``scale``, optional, ``(E,)``
+    multiplies member ``m``'s weight and bias updates by ``scale[m]`` (the
+    trainer passes the learning rates and gets the SGD steps); the signals
+    are not scaled.
     """
     rule = get_rule(rule)
     if validate:
@@ -249,7 +260,9 @@ def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedba
     bias_updates = None
     if biases is not None:
         bias_updates = [xp.mean(delta, axis=-2) for delta in signals]
-    return Updates(signal_updates(signals, fwd.inputs), bias_updates, signals, loss_values, fwd)
+        if scale is not None:
+            bias_updates = [db * xp.reshape(scale, (-1, 1)) for db in bias_updates]
+    return Updates(signal_updates(signals, fwd.inputs, scale), bias_updates, signals, loss_values, fwd)
 
 
 def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedback=None, modules=None):

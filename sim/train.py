@@ -3,7 +3,11 @@ r"""The trainer: SGD on a whole ensemble at once, with observers and divergence 
 One step, for every member at once (``mu`` the momentum, ``eta`` the member's
 learning rate):
 
-.. math:: v_l \leftarrow \mu v_l + \Delta W_l,\qquad W_l \leftarrow W_l - \eta\, v_l .
+.. math:: v_l \leftarrow \mu v_l + \eta\, \Delta W_l,\qquad W_l \leftarrow W_l - v_l ,
+
+the same as :math:`v_l \leftarrow \mu v_l + \Delta W_l,\ W_l \leftarrow W_l - \eta\, v_l`
+for a constant :math:`\eta` (the learning rate multiplies the update inside
+:func:`sim.rules.rule_updates`, which saves a pass over every weight array).
 
 Every ``record_every`` steps the observers measure, per member, on the
 observation set (the training set, or ``observe_on``):
@@ -35,7 +39,7 @@ import numpy as np
 from array_api_compat import is_numpy_namespace
 from tqdm.auto import tqdm
 
-from .backend import check_seed, namespace, shared_rng, to_device, to_host
+from .backend import check_seed, column_major, namespace, shared_rng, to_device, to_host
 from .data import Dataset
 from .metrics import dfa_weight_alignment, fa_weight_alignment, layer_angles, weight_norms
 from .network import Network
@@ -129,27 +133,25 @@ def observe(network: Network, x, y, *, rule, loss: str, feedback=None, probe=Non
     return out
 
 
-def sgd_step(params: list, grads: list, lr, alive) -> list:
-    r"""One SGD step :math:`p \leftarrow p - \eta_m g` for every member ``m`` still alive.
+def sgd_step(params: list, steps: list, alive) -> list:
+    r"""Apply the steps :math:`p \leftarrow p - s` of every member still alive.
 
-    ``params`` and ``grads`` are lists of arrays with the ensemble axis first,
-    ``lr`` and ``alive`` are ``(E,)``. Members with ``alive`` false keep their
-    parameters. On numpy, when every member is alive (a free host check there),
-    the parameters are updated in place, which saves two temporaries per
-    array; otherwise (or on a device, where the check would synchronise) new
-    arrays are returned. Both paths give the same numbers bit for bit.
+    ``params`` and ``steps`` are lists of arrays with the ensemble axis first
+    (the trainer's steps already carry the learning rates, see
+    :func:`sim.rules.rule_updates`'s ``scale``), ``alive`` is ``(E,)``.
+    Members with ``alive`` false keep their parameters. On numpy, when every
+    member is alive (a free host check there), the parameters are updated in
+    place, which saves a temporary per array; otherwise (or on a device, where
+    the check would synchronise) new arrays are returned. Both paths give the
+    same numbers bit for bit.
     """
     xp = namespace(*params)
     n_members = params[0].shape[0]
     if is_numpy_namespace(xp) and bool(xp.all(alive)):
-        for p, g in zip(params, grads):
-            p -= xp.reshape(lr, (n_members,) + (1,) * (p.ndim - 1)) * g
+        for p, s in zip(params, steps):
+            p -= s
         return params
-    new = []
-    for p, g in zip(params, grads):
-        shape = (n_members,) + (1,) * (p.ndim - 1)
-        new.append(xp.where(xp.reshape(alive, shape), p - xp.reshape(lr, shape) * g, p))
-    return new
+    return [xp.where(xp.reshape(alive, (n_members,) + (1,) * (p.ndim - 1)), p - s, p) for p, s in zip(params, steps)]
 
 
 def _batches(n_samples: int, batch_size: int | None, seed: int):
@@ -244,8 +246,8 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
                         loss=loss, feedback=feedback, biases=network.biases, modules=modules)
     classification = obs.kind == "classification"
 
-    # private copies: sgd_step may update them in place
-    weights = [xp.asarray(w, copy=True) for w in network.weights]
+    # private copies (sgd_step may update them in place), in the layout the step reads fastest
+    weights = [column_major(w) for w in network.weights]
     biases = None if network.biases is None else [xp.asarray(b, copy=True) for b in network.biases]
     params = weights + (biases or [])
     velocity = [xp.zeros_like(p) for p in params] if momentum else None
@@ -279,18 +281,18 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
                 idx_dev = xp.asarray(idx)
                 xb, yb = xp.take(x_all, idx_dev, axis=0), xp.take(y_all, idx_dev, axis=0)
             upd = rule_updates(rule, weights, xb, yb, activation=network.activation, loss=loss,
-                               feedback=feedback, biases=biases, validate=False, modules=modules)
+                               feedback=feedback, biases=biases, validate=False, modules=modules, scale=lr_dev)
             finite = xp.isfinite(upd.loss)
             first_bad = xp.where(alive & ~finite, xp.asarray(step, dtype=xp.int64), first_bad)
             alive = alive & finite
-            grads = upd.weights + (upd.biases or [])
+            moves = upd.weights + (upd.biases or [])  # eta * dW
             if velocity is not None:
-                velocity = [momentum * v + g for v, g in zip(velocity, grads)]
-                grads = velocity
+                velocity = [momentum * v + s for v, s in zip(velocity, moves)]
+                moves = velocity
             if modules is not None and rule.update_modules is not None:  # same forward pass, pre-update weights
                 modules = rule.update_modules(modules, upd, weights=weights, targets=yb,
                                               activation=network.activation, step=step, alive=alive)
-            params = sgd_step(params, grads, lr_dev, alive)
+            params = sgd_step(params, moves, alive)
             weights = params[:len(weights)]
             biases = None if biases is None else params[len(weights):]
             bar.update(1)

@@ -25,7 +25,16 @@ from sim.bench import (
 )
 from sim.data import Dataset
 from sim.network import init_network
-from sim.nn import activate, activation_derivative, forward, loss_and_error, loss_value, output_error
+from sim.backend import column_major
+from sim.nn import (
+    activate,
+    activation_derivative,
+    forward,
+    loss_and_error,
+    loss_value,
+    output_error,
+    times_derivative,
+)
 from sim.rules import draw_feedback, get_rule, rule_updates, signal_updates, teaching_signals
 from sim.train import train
 
@@ -41,7 +50,7 @@ def test_step_flops_against_a_hand_count():
     # sizes 3 -> 5 -> 4 -> 2, E = 2 members, batch 7; each product (m, k) @ (k, n) costs 2 m k n per member.
     e, b = 2, 7
     forward = 2 * e * b * (3 * 5 + 5 * 4 + 4 * 2)          # h_{l-1} W_l^T, three layers
-    updates = 2 * e * b * (5 * 3 + 4 * 5 + 2 * 4)          # delta_l^T h_{l-1}, three layers
+    updates = 2 * e * b * (5 * 3 + 4 * 5 + 2 * 4)          # (h_{l-1}^T delta_l)^T, three layers
     fa_signals = 2 * e * b * (2 * 4 + 4 * 5)               # delta_3 B_3^T (2 -> 4), delta_2 B_2^T (4 -> 5)
     dfa_signals = 2 * e * b * (2 * 4 + 2 * 5)              # delta_L B_2^T (2 -> 4), delta_L B_1^T (2 -> 5)
     assert forward == updates == 1204
@@ -90,7 +99,9 @@ def test_training_step_gives_the_trainers_weights_bit_for_bit(rule):
     lrs = np.array([0.01, 0.05, 0.1])
     result = train(net, data, rule=rule, steps=steps, lr=lrs, feedback=feedback, record_every=steps + 1,
                    progress=False)
-    state = StepState(list(net.weights), np.ones(n_members, dtype=bool), np.full(n_members, -1))
+    # the trainer's private copies are column-major; the bench's arrays are too (bench._case_arrays)
+    state = StepState([column_major(w) for w in net.weights], np.ones(n_members, dtype=bool),
+                      np.full(n_members, -1))
     for _ in range(steps):
         state = training_step(state, data.x, data.y, rule=rule, activation="relu", loss="mse",
                               feedback=feedback, lr=lrs)
@@ -113,8 +124,8 @@ def test_training_step_freezes_a_diverged_member_like_the_trainer():
     np.testing.assert_array_equal(state.alive, [True, False])
     np.testing.assert_array_equal(state.first_bad, [-1, 0])
     np.testing.assert_array_equal(state.weights[0][1], weights[0][1])
-    upd = rule_updates("bp", [w[:1] for w in weights], x, y)
-    np.testing.assert_array_equal(state.weights[1][0], weights[1][0] - 0.1 * upd.weights[1][0])
+    upd = rule_updates("bp", [w[:1] for w in weights], x, y, scale=np.full(1, 0.1))
+    np.testing.assert_array_equal(state.weights[1][0], weights[1][0] - upd.weights[1][0])
 
 
 # --- the hot path's shortcuts are bit for bit the plain formulas ------------------------------------------
@@ -163,9 +174,62 @@ def test_signals_and_updates_equal_the_plain_formulas(rule, activation):
         plain[i] = np.matmul(above, matrix) * activation_derivative(fwd.preactivations[i], activation)
     for mine, theirs in zip(signals, plain):
         assert _bits(mine) == _bits(theirs)
-    for mine, delta, h in zip(signal_updates(signals, fwd.inputs), plain, fwd.inputs):
-        h = np.broadcast_to(h, delta.shape[:1] + h.shape[-2:])
-        assert _bits(mine) == _bits(np.matmul(np.swapaxes(delta, -1, -2), h) / batch)
+    # the updates fold 1/B (and the scale) into the smaller operand: equal up to rounding
+    scale = np.array([0.5, 1.0, 3.0])
+    tol = 8 * np.finfo(np.float64).eps * batch
+    for scaled in (False, True):
+        got = signal_updates(signals, fwd.inputs, scale if scaled else None)
+        for mine, delta, h in zip(got, plain, fwd.inputs):
+            h = np.broadcast_to(h, delta.shape[:1] + h.shape[-2:])
+            want = np.matmul(np.swapaxes(delta, -1, -2), h) / batch * (scale[:, None, None] if scaled else 1)
+            np.testing.assert_allclose(mine, want, rtol=tol, atol=tol * np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("batch", [3, 12], ids=["batch-below-width", "batch-above-width"])
+def test_update_scale_multiplies_each_members_updates(batch):
+    """Both branches of signal_updates (scaled signal or scaled product) give scale * the plain mean."""
+    sizes, n_members = (6, 5, 4), 3
+    rng = np.random.default_rng(batch)
+    net = init_network(sizes, n_members, seed=batch, activation="tanh", bias=True)
+    x, y = rng.normal(size=(batch, sizes[0])), rng.normal(size=(batch, sizes[-1]))
+    kwargs = dict(activation="tanh", biases=list(net.biases))
+    plain = rule_updates("bp", list(net.weights), x, y, **kwargs)
+    scale = np.array([0.0, 0.25, 2.0])
+    scaled = rule_updates("bp", list(net.weights), x, y, scale=scale, **kwargs)
+    tol = 8 * np.finfo(np.float64).eps * batch
+    for mine, base in zip(scaled.weights + scaled.biases, plain.weights + plain.biases):
+        want = base * scale.reshape((-1,) + (1,) * (base.ndim - 1))
+        np.testing.assert_allclose(mine, want, rtol=tol, atol=tol * np.max(np.abs(want)))
+    for mine, base in zip(scaled.signals, plain.signals):  # the signals are not scaled
+        assert _bits(mine) == _bits(base)
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
+def test_derivative_from_the_output_is_the_derivative_at_the_preactivation(activation):
+    rng = np.random.default_rng(3)
+    a = np.concatenate([SPECIALS, rng.normal(size=41) * 3]).reshape(1, 10, 5)
+    signal = rng.normal(size=a.shape)
+    want = signal * activation_derivative(a, activation)
+    with np.errstate(invalid="ignore"):
+        got = times_derivative(signal.copy(), activate(a, activation), activation)
+    assert _bits(got) == _bits(want)
+    if activation != "linear":  # a signal of fewer dimensions broadcasts (linear returns it as is)
+        with np.errstate(invalid="ignore"):
+            shared = times_derivative(signal[0, 0].copy(), activate(a, activation), activation)
+        assert _bits(shared) == _bits(signal[0, 0] * activation_derivative(a, activation))
+
+
+def test_column_major_keeps_the_values_and_stores_each_matrix_by_columns():
+    a = np.random.default_rng(0).normal(size=(3, 4, 5))
+    b = column_major(a)
+    np.testing.assert_array_equal(b, a)
+    assert b.shape == a.shape and not np.shares_memory(a, b)
+    assert np.swapaxes(b, -1, -2).flags.c_contiguous
+    b[0, 0, 0] = 7.0
+    assert a[0, 0, 0] != 7.0
+    c = column_major(b)  # already column-major: still a new array (the trainer updates its copies in place)
+    assert not np.shares_memory(b, c)
+    np.testing.assert_array_equal(c, b)
 
 
 # --- run_bench / format_bench ---------------------------------------------------------------------------

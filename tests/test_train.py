@@ -136,10 +136,10 @@ def _first_non_finite_step(weights, x, y, lr, steps):
     """Plain gradient descent on one member until its loss is non-finite: (step, weights then)."""
     with np.errstate(all="ignore"):
         for step in range(steps):
-            upd = rule_updates("bp", weights, x, y, validate=False)
+            upd = rule_updates("bp", weights, x, y, validate=False, scale=np.full(1, lr))  # the trainer's step
             if not np.all(np.isfinite(upd.loss)):
                 return step, weights
-            weights = [w - lr * dw for w, dw in zip(weights, upd.weights)]
+            weights = [w - s for w, s in zip(weights, upd.weights)]
     return None, weights
 
 
@@ -211,6 +211,21 @@ def test_zero_steps_leave_the_network_unchanged():
     np.testing.assert_array_equal(result.steps, [0])
     for a, b in zip(result.network.weights, net.weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_training_never_changes_the_networks_it_was_given():
+    """The trainer updates private copies in place; a result trained on again must stay as it was."""
+    data = linear_teacher(3, 2, [1.0], 8, seed=0)
+    net = init_network((3, 4, 2), 2, seed=0)
+    before = [np.array(w) for w in net.weights]
+    first = train(net, data, rule="bp", steps=3, lr=0.1)
+    after_first = [np.array(w) for w in first.network.weights]
+    second = train(first.network, data, rule="bp", steps=3, lr=0.1)  # its weights are column-major already
+    for w, want in zip(net.weights, before):
+        np.testing.assert_array_equal(w, want)
+    for w, want in zip(first.network.weights, after_first):
+        np.testing.assert_array_equal(w, want)
+    assert not any(np.array_equal(a, b) for a, b in zip(second.network.weights, after_first))
 
 
 def test_observers_of_fa():
