@@ -180,20 +180,24 @@ def separability(codes: np.ndarray, truth: np.ndarray, a: int, b: int) -> float:
     return float((q - q0) / (1 - q0)) if q0 < 1 else 0.0
 
 
-#: Largest separability of the twins, and smallest of every other pair, for the claim to hold.
+#: Largest separability of the twins, and smallest of every other pair, for a grammar to count as merged.
 TWIN_MAX_SEPARABILITY = 0.25
 OTHER_MIN_SEPARABILITY = 0.5
-#: Independent fits per instance; the claim is about their median.
+#: Share of the drawn grammars in which the twins must merge. About 4 grammars in 100 do not
+#: (k-means splits the twins and merges another close pair instead), so the claim is a rate.
+TWIN_MIN_RATE = 2 / 3
+#: Independent fits per instance; a grammar is judged by their median.
 TWIN_FITS = 3
 TWIN_TRAIN = 2000
 
 
 @claim("hier.twins-merge", source="Malach & Shalev-Shwartz 2018 (assumption broken); ours",
-       statement="When two symbols have identical label statistics the layerwise clustering merges them: clustering "
-                 "into as many clusters as there are distinct label statistics, the twins are separated (median of 3 "
-                 "fits) no better "
+       statement="When two symbols have identical label statistics the layerwise clustering merges them, in most "
+                 f"grammars (at least {TWIN_MIN_RATE:.0%} of those drawn): clustering into as many clusters as there "
+                 "are distinct label statistics, the twins are separated (median of 3 fits) no better "
                  f"than {TWIN_MAX_SEPARABILITY} (0 = chance, 1 = perfectly) although their pixel patches differ, while "
-                 f"every other pair of symbols stays separated (>= {OTHER_MIN_SEPARABILITY}).",
+                 f"every other pair of symbols stays separated (>= {OTHER_MIN_SEPARABILITY}). Not in every grammar: in "
+                 "about 4 in 100, k-means splits the twins and merges another close pair instead.",
        conditions="random grammars of depth 1 (4 classes, 6 bottom symbols, 2 variants, 2 x 2 patches, noise 0.1, "
                   "label statistics >= 0.2 apart apart from the twins) in which bottom symbol 2 is a twin of symbol "
                   "1 (every occurrence of 1 is 1 or 2 with probability 1/2); 2000 training images; per-patch label "
@@ -220,9 +224,10 @@ def _check_twins_merge(seed: int, n_instances: int) -> CheckResult:
                                        for b in range(a + 1, 6) if (a, b) != (1, 2)]) for m in range(len(truth))])
     twin_med = np.median(twin_sep.reshape(len(seeds), fits), axis=1)
     other_med = np.median(other_sep.reshape(len(seeds), fits), axis=1)
-    violation = np.maximum(twin_med - TWIN_MAX_SEPARABILITY, OTHER_MIN_SEPARABILITY - other_med)
-    return CheckResult(n_instances, float(violation.max()), 0.0,
-                       {"twin_separability": twin_sep.reshape(len(seeds), fits),
+    merged = (twin_med <= TWIN_MAX_SEPARABILITY) & (other_med >= OTHER_MIN_SEPARABILITY)
+    return CheckResult(n_instances, float(TWIN_MIN_RATE - merged.mean()), 0.0,
+                       {"merged": merged, "merged_rate": float(merged.mean()),
+                        "twin_separability": twin_sep.reshape(len(seeds), fits),
                         "other_pairs_min_separability": other_sep.reshape(len(seeds), fits)})
 
 
