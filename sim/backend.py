@@ -112,6 +112,16 @@ def column_major(a):
     return xp.asarray(a, copy=True)
 
 
+def is_column_major(a) -> bool:
+    """Whether each matrix of ``a`` is stored column by column (as :func:`column_major` makes it).
+
+    Always ``False`` on namespaces that do not expose memory order.
+    """
+    if is_numpy_array(a) or is_cupy_array(a):
+        return a.ndim >= 2 and a.swapaxes(-1, -2).flags.c_contiguous and not a.flags.c_contiguous
+    return False
+
+
 def to_host(array) -> np.ndarray:
     """Copy an array of any supported backend to a numpy array on the host."""
     if isinstance(array, np.ndarray | np.generic | float | int):

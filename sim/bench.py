@@ -150,7 +150,8 @@ def step_matmul_shapes(rule, sizes: Sequence[int], n_members: int, batch: int) -
       ``(E, B, n_{l+1}) @ (E, n_{l+1}, n_l)``; DFA :math:`\delta_L B_l^T` is
       ``(E, B, n_L) @ (E, n_L, n_l)``;
     * weight updates, each layer: :math:`(h_{l-1}^T \delta_l)^T`,
-      ``(E, n_{l-1}, B) @ (E, B, n_l)`` (see :func:`sim.rules.signal_updates`).
+      ``(E, n_{l-1}, B) @ (E, B, n_l)``, the product of the trainer's
+      column-major weights (see :func:`sim.rules.signal_updates`).
     """
     rule = get_rule(rule)
     sizes = [int(s) for s in sizes]

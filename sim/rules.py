@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import member_rngs, namespace, to_device
+from .backend import is_column_major, member_rngs, namespace, to_device
 from .nn import (
     Forward,
     check_activation,
@@ -209,29 +209,34 @@ def teaching_signals(rule: Rule, weights, fwd: Forward, error, activation: str, 
     return signals
 
 
-def signal_updates(signals, inputs, scale=None) -> list:
+def signal_updates(signals, inputs, scale=None, like=None) -> list:
     r"""Weight updates :math:`\operatorname{mean}_b \delta_{l,b} h_{l-1,b}^T` for every layer.
 
     ``scale``, optional, ``(E,)``: member ``m``'s updates are multiplied by
     ``scale[m]`` (the trainer passes the learning rates, so that the SGD step
     needs no product array of its own). The factor ``scale / B`` multiplies
     the smaller operand: the signal ``(E, B, n_l)`` when ``B < n_{l-1}``,
-    otherwise the product, in place. The product is formed as
-    :math:`(h^T \delta)^T`, so that each update is stored column by column,
-    like the trainer's weights (:func:`sim.backend.column_major`), and the
-    SGD step reads both in the same order.
+    otherwise the product, in place.
+
+    ``like``, optional: the weights. An update whose weight is stored column
+    by column (the trainer's copies, :func:`sim.backend.column_major`) is
+    formed as :math:`(h^T \delta)^T`, which stores it the same way, so that
+    the SGD step reads both in one order; otherwise as :math:`\delta^T h`.
     """
     xp = namespace(*signals)
     updates = []
-    for delta, h in zip(signals, inputs):
+    for i, (delta, h) in enumerate(zip(signals, inputs)):
         batch = delta.shape[-2]
         factor = 1 / batch if scale is None else xp.reshape(scale / batch, (-1, 1, 1))
         if h.ndim == 2:  # input shared by all members: (B, n) -> broadcast
             h = h[None, ...]
         if batch < h.shape[-1]:
-            update = xp.matrix_transpose(xp.matmul(xp.matrix_transpose(h), delta * factor))
-        else:
+            delta = delta * factor
+        if like is not None and is_column_major(like[i]):
             update = xp.matrix_transpose(xp.matmul(xp.matrix_transpose(h), delta))
+        else:
+            update = xp.matmul(xp.matrix_transpose(delta), h)
+        if batch >= h.shape[-1]:
             update *= factor
         updates.append(update)
     return updates
@@ -262,7 +267,7 @@ def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedba
         bias_updates = [xp.mean(delta, axis=-2) for delta in signals]
         if scale is not None:
             bias_updates = [db * xp.reshape(scale, (-1, 1)) for db in bias_updates]
-    return Updates(signal_updates(signals, fwd.inputs, scale), bias_updates, signals, loss_values, fwd)
+    return Updates(signal_updates(signals, fwd.inputs, scale, like=weights), bias_updates, signals, loss_values, fwd)
 
 
 def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedback=None, modules=None):

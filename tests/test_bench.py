@@ -25,7 +25,7 @@ from sim.bench import (
 )
 from sim.data import Dataset
 from sim.network import init_network
-from sim.backend import column_major
+from sim.backend import column_major, is_column_major
 from sim.nn import (
     activate,
     activation_derivative,
@@ -80,7 +80,8 @@ def test_matmul_shapes_are_the_ones_the_engine_multiplies(rule, monkeypatch):
         return out
 
     monkeypatch.setattr(xp_numpy, "matmul", recording)
-    state = StepState(list(net.weights), np.ones(n_members, dtype=bool), np.full(n_members, -1))
+    state = StepState([column_major(w) for w in net.weights], np.ones(n_members, dtype=bool),
+                      np.full(n_members, -1))
     training_step(state, x, y, rule=rule, activation="tanh", loss="mse", feedback=feedback,
                   lr=np.full(n_members, 0.1))
     assert sorted(seen) == sorted(step_matmul_shapes(rule, sizes, n_members, batch))
@@ -230,6 +231,23 @@ def test_column_major_keeps_the_values_and_stores_each_matrix_by_columns():
     c = column_major(b)  # already column-major: still a new array (the trainer updates its copies in place)
     assert not np.shares_memory(b, c)
     np.testing.assert_array_equal(c, b)
+    assert is_column_major(b) and is_column_major(c) and not is_column_major(a)
+
+
+@pytest.mark.parametrize("batch", [3, 12], ids=["batch-below-width", "batch-above-width"])
+def test_updates_are_stored_like_their_weights(batch):
+    """Column-major weights get column-major updates (one read order for the SGD step), others row-major."""
+    sizes, n_members = (6, 5, 4), 2
+    rng = np.random.default_rng(4)
+    net = init_network(sizes, n_members, seed=4, activation="relu")
+    x, y = rng.normal(size=(batch, sizes[0])), rng.normal(size=(batch, sizes[-1]))
+    rows = rule_updates("bp", list(net.weights), x, y, activation="relu", scale=np.array([0.5, 2.0]))
+    cols = rule_updates("bp", [column_major(w) for w in net.weights], x, y, activation="relu",
+                        scale=np.array([0.5, 2.0]))
+    tol = 8 * np.finfo(np.float64).eps * batch
+    for r, c in zip(rows.weights, cols.weights):
+        assert r.flags.c_contiguous and is_column_major(c)
+        np.testing.assert_allclose(c, r, rtol=tol, atol=tol * np.max(np.abs(r)))
 
 
 # --- run_bench / format_bench ---------------------------------------------------------------------------
