@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_DIR ?= runs
 
-.PHONY: demo test clean
+.PHONY: demo test clean device-wheels
 
 $(BIN)/bbp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ demo: $(BIN)/bbp
 
 test: $(VENV)/.test-installed
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 -q
+
+# Wheels of the packages the device machine's Python 3.12 lacks, for .ci/device-check (carry .whl).
+DEVICE_WHEELS := array-api-compat array-api-strict tomli-w
+device-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux2014_x86_64 -d .whl $(DEVICE_WHEELS)
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .hypothesis

@@ -226,3 +226,22 @@ def test_compute_updates_on_cupy_equals_numpy(rule):  # pragma: no cover - needs
     tol = rounding_tolerance(SIZES, 5)
     for g, w in zip(got.weights + got.biases, want.weights + want.biases):
         np.testing.assert_allclose(to_host(g), w, rtol=tol, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rule", ["fa", "dfa"])
+def test_training_on_cupy_equals_numpy(rule):  # pragma: no cover - needs a GPU
+    """The trainer's device path: column-major copies, scaled updates, the where-based SGD step, observers."""
+    xp = get_namespace("cupy")
+    data = teacher_classification(40, seed=2, n_inputs=SIZES[0], n_hidden=6, n_classes=SIZES[-1])
+    steps, kwargs = 12, dict(rule=rule, lr=[0.05, 0.1], momentum=0.5, batch_size=8, seed=3, record_every=4)
+    host_net = init_network(SIZES, 2, seed=2, activation="relu", bias=True)
+    dev_net = init_network(SIZES, 2, seed=2, activation="relu", bias=True, xp=xp)
+    want = train(host_net, data, steps=steps, feedback=rules.draw_feedback(rule, SIZES, 2, seed=2), **kwargs)
+    got = train(dev_net, data, steps=steps, feedback=rules.draw_feedback(rule, SIZES, 2, seed=2, xp=xp), **kwargs)
+    assert all(backend.is_column_major(w) for w in got.network.weights)
+    tol = rounding_tolerance(SIZES, 8) * steps
+    for g, w in zip(got.network.weights + got.network.biases, want.network.weights + want.network.biases):
+        np.testing.assert_allclose(to_host(g), w, rtol=tol, atol=tol)
+    for name, values in want.metrics.items():
+        np.testing.assert_allclose(got.metrics[name], values, rtol=tol, atol=tol * 100, err_msg=name)
