@@ -257,6 +257,10 @@ def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedba
     if validate:
         validate_inputs(rule, weights, x, y, activation=activation, loss=loss, feedback=feedback,
                         biases=biases, modules=modules)
+        if scale is not None and (getattr(scale, "ndim", None) != 1 or scale.shape[0] != weights[0].shape[0]
+                                  or not _all_finite(scale)):
+            raise ValueError(f"scale must be a finite array of shape ({weights[0].shape[0]},), one factor per "
+                             f"member, got {scale!r}")
     fwd = forward(weights, x, activation, biases)
     y_hat = fwd.output
     loss_values, error = loss_and_error(y_hat, y, loss)

@@ -205,6 +205,15 @@ def test_update_scale_multiplies_each_members_updates(batch):
         assert _bits(mine) == _bits(base)
 
 
+@pytest.mark.parametrize("scale", [0.5, np.ones(2), np.ones((3, 1)), np.array([1.0, np.nan, 1.0])],
+                         ids=["scalar", "wrong-length", "wrong-shape", "nan"])
+def test_update_scale_must_be_one_finite_factor_per_member(scale):
+    net = init_network((3, 4, 2), 3, seed=0)
+    x, y = np.ones((5, 3)), np.zeros((5, 2))
+    with pytest.raises(ValueError, match="scale must be a finite array of shape"):
+        rule_updates("bp", list(net.weights), x, y, scale=scale)
+
+
 @pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
 def test_derivative_from_the_output_is_the_derivative_at_the_preactivation(activation):
     rng = np.random.default_rng(3)
