@@ -105,11 +105,13 @@ def column_major(a):
     at width 32, see ``bbp bench``). Numpy and CuPy arrays get the new layout;
     on other namespaces, which do not expose memory order, it is a plain copy.
     """
-    if is_numpy_array(a) or is_cupy_array(a):
-        module = np if is_numpy_array(a) else __import__("cupy")
-        return module.swapaxes(module.array(module.swapaxes(a, -1, -2), order="C", copy=True), -1, -2)
-    xp = namespace(a)
-    return xp.asarray(a, copy=True)
+    if is_numpy_array(a):
+        module = np
+    elif is_cupy_array(a):  # pragma: no cover - needs a GPU
+        import cupy as module
+    else:
+        return namespace(a).asarray(a, copy=True)
+    return module.swapaxes(module.array(module.swapaxes(a, -1, -2), order="C", copy=True), -1, -2)
 
 
 def is_column_major(a) -> bool:

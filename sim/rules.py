@@ -224,19 +224,20 @@ def signal_updates(signals, inputs, scale=None, like=None) -> list:
     the SGD step reads both in one order; otherwise as :math:`\delta^T h`.
     """
     xp = namespace(*signals)
+    batch = signals[0].shape[-2]
+    factor = 1 / batch if scale is None else xp.reshape(scale / batch, (-1, 1, 1))
     updates = []
     for i, (delta, h) in enumerate(zip(signals, inputs)):
-        batch = delta.shape[-2]
-        factor = 1 / batch if scale is None else xp.reshape(scale / batch, (-1, 1, 1))
         if h.ndim == 2:  # input shared by all members: (B, n) -> broadcast
             h = h[None, ...]
-        if batch < h.shape[-1]:
+        scale_signal = batch < h.shape[-1]
+        if scale_signal:
             delta = delta * factor
         if like is not None and is_column_major(like[i]):
             update = xp.matrix_transpose(xp.matmul(xp.matrix_transpose(h), delta))
         else:
             update = xp.matmul(xp.matrix_transpose(delta), h)
-        if batch >= h.shape[-1]:
+        if not scale_signal:
             update *= factor
         updates.append(update)
     return updates

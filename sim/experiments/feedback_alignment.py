@@ -15,6 +15,15 @@ from . import Context, ExperimentResult, experiment, summary_stats
 RULE_NAMES = ("bp", "fa", "dfa")
 
 
+def teacher_task(settings: dict, seed: int) -> tuple[Dataset, Dataset, list[int]]:
+    """The nonlinear teacher task of an experiment's settings: training set, test set and layer sizes."""
+    n_train = settings["n_train"]
+    full = teacher_classification(n_train + settings["n_test"], seed=seed, n_inputs=settings["n_inputs"],
+                                  n_classes=settings["n_classes"])
+    data, test = full.split(n_train)
+    return data, test, [settings["n_inputs"], *settings["hidden"], settings["n_classes"]]
+
+
 def compare_rules(sizes, data: Dataset, settings: dict, ctx: Context, *, activation: str, probe_for_bp: str):
     """Train one ensemble per rule from the same init; BP's signals are probed with ``probe_for_bp``.
 
@@ -83,11 +92,7 @@ def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
     quick={"n_train": 1000, "n_test": 500, "steps": 1200, "record_every": 50},
 )
 def dfa_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
-    n_train = settings["n_train"]
-    full = teacher_classification(n_train + settings["n_test"], seed=ctx.seed, n_inputs=settings["n_inputs"],
-                                  n_classes=settings["n_classes"])
-    data, test = full.split(n_train)
-    sizes = [settings["n_inputs"], *settings["hidden"], settings["n_classes"]]
+    data, test, sizes = teacher_task(settings, ctx.seed)
     results, diverged = compare_rules(sizes, data, settings, ctx, activation="tanh", probe_for_bp="dfa")
     fig, axes = new_figure(4)
     metrics, arrays = {}, {}

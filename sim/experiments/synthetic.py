@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import to_device, to_host
-from ..data import linear_teacher, teacher_classification
+from ..data import linear_teacher
 from ..data.tasks import Dataset, whitened_gaussian
 from ..network import init_network
 from ..nn import accuracy, predict
@@ -25,6 +25,7 @@ from ..rules import draw_feedback
 from ..synthetic import init_modules, train_fixed_readout
 from ..train import train
 from . import Context, ExperimentResult, experiment, summary_stats
+from .feedback_alignment import teacher_task
 
 LABELS = {"bp": "BP", "fa": "FA", "dfa": "DFA", "sg": "DNI", "cdni": "cDNI"}
 COLORS = {"bp": "C0", "fa": "C4", "dfa": "C3", "sg": "C1", "cdni": "C2"}
@@ -250,11 +251,7 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
     quick={"n_train": 1000, "n_test": 500, "hidden": [32, 32], "steps": 800, "record_every": 40},
 )
 def sg_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
-    n_train = settings["n_train"]
-    full = teacher_classification(n_train + settings["n_test"], seed=ctx.seed, n_inputs=settings["n_inputs"],
-                                  n_classes=settings["n_classes"])
-    data, test = full.split(n_train)
-    sizes = [settings["n_inputs"], *settings["hidden"], settings["n_classes"]]
+    data, test, sizes = teacher_task(settings, ctx.seed)
     activation = settings["activation"]
     results, diverged = train_rules(settings["rules"], sizes, data, settings, ctx, activation=activation)
     fig, axes = new_figure(4)
