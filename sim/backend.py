@@ -24,6 +24,7 @@ ensemble size.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -142,12 +143,18 @@ def tune_allocator() -> bool:
     Every step of the engine allocates and frees arrays of the same sizes.
     With glibc's defaults, arrays above a size threshold are mapped fresh from
     the kernel and unmapped on release, and each reuse pays page faults; this
-    made the ensemble step up to 2-3x slower at width 32. The fix raises the
-    mmap threshold to 1 GiB and the trim threshold to 2 GiB (``mallopt``),
-    process-wide: the ``bbp`` command calls it at start-up, and a notebook or
-    script may call it too. The cost is that up to that much freed memory stays
-    with the process. Returns whether it took effect (``False`` off glibc).
+    made the ensemble step up to 3-4x slower at width 32 (``bbp bench``). The
+    fix raises the mmap threshold to 1 GiB and the trim threshold to 2 GiB
+    (``mallopt``), process-wide: ``bbp`` calls it at start-up, and
+    :func:`sim.train.train` and :func:`sim.bench.run_bench` on their first
+    call. The cost is that up to that much freed memory stays with the
+    process. Setting the environment variable ``BBP_TUNE_ALLOCATOR=0`` keeps
+    glibc's defaults. Returns whether the tuning is in effect (``False`` off
+    glibc or when switched off); it is applied once per process.
     """
+    global ALLOCATOR_TUNED
+    if ALLOCATOR_TUNED or os.environ.get("BBP_TUNE_ALLOCATOR", "1").strip() == "0":
+        return ALLOCATOR_TUNED
     import ctypes
     import ctypes.util
 
@@ -158,9 +165,15 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    global ALLOCATOR_TUNED
     ALLOCATOR_TUNED = mallopt(m_mmap_threshold, 1 << 30) == 1 and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
     return ALLOCATOR_TUNED
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def member_rngs(seed: int, n_members: int, component: str) -> list[np.random.Generator]:

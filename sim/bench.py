@@ -5,41 +5,46 @@ all of the same ``width``, trained by ``rule`` on minibatches of ``batch``
 samples shared by all members) :func:`run_bench` measures, in one run:
 
 engine
-    The ensemble's training step: :func:`sim.rules.rule_updates` with
-    ``validate=False`` followed by the SGD update of :func:`sim.train.train`
-    (finite-loss check, divergence bookkeeping and
-    :func:`sim.train.sgd_step`), i.e. every array operation the
-    trainer does per step except drawing the minibatch (one ``take`` of ``B``
-    rows shared by all members) and the progress bar. ``sim.train.train``
-    itself is not timed because its cost also holds observer records on the
-    observation set, which depend on ``record_every`` and not on the engine;
-    :func:`training_step` is tested to give bit for bit the weights of
-    ``train``.
+    The trainer's own step, :class:`sim.train.Stepper` (the rule's updates
+    scaled by the learning rates, the finite-loss check, the divergence
+    bookkeeping and the SGD update), split over the member threads that
+    :func:`sim.train.train` would use by default
+    (:func:`sim.train.member_threads`; reported as ``threads``), i.e. every
+    array operation the trainer does per step except drawing the minibatch
+    (one ``take`` of ``B`` rows shared by all members) and the progress bar.
+    ``train`` itself is not timed because its cost also holds observer records
+    on the observation set, which depend on ``record_every`` and not on the
+    engine. When the engine uses more than one thread, the same step on one
+    thread is timed too (``one_thread_*``).
 (a) matmul reference
     A plain batched ``xp.matmul`` over preallocated, contiguous random operands
     of exactly the shapes and count of the step's matmuls
-    (:func:`step_matmul_shapes`), timed in the same run: ``ratio_to_matmul =
-    engine GFLOP/s / matmul GFLOP/s`` is the fraction of the machine's own
-    batched matmul speed that the engine reaches.
+    (:func:`sim.rules.step_matmul_shapes`), timed in the same run, in one call
+    per shape and, when the engine uses threads, also split over the same
+    member threads; the faster counts. ``ratio_to_matmul = engine GFLOP/s /
+    matmul GFLOP/s`` is the fraction of the machine's own batched matmul speed
+    that the engine reaches.
 (b) Python loop
-    The same :func:`training_step` applied to each member as its own ``E = 1``
-    network, one after the other; ``speedup_over_loop`` is the ensemble's
-    member-steps per second over the loop's. The loop may be timed over the
-    first ``loop_members`` members only and scaled per member (reported).
+    The same step applied to each member as its own ``E = 1`` network, one
+    after the other; ``speedup_over_loop`` is the ensemble's member-steps per
+    second over the loop's. The loop may be timed over the first
+    ``loop_members`` members only and scaled per member (reported).
 
-FLOPs are those of the matmuls only (:func:`step_flops`): the forward pass,
-the backward teaching signals and the weight updates; element-wise work is not
-counted. Timing: ``time.perf_counter`` with the garbage collector off (like
-:mod:`timeit`), warm-up iterations first, then the best of ``repeats`` timings
-(fewer when a case runs past its time budget), the three measurements
-interleaved in each repeat so that they share the machine's state; on CuPy the
-device is synchronised before each clock read. Other processes on the same
-cores (above all with a multithreaded BLAS) slow every figure, sometimes by
-large factors; the best of the repeats tempers this but cannot remove it.
+FLOPs are those of the matmuls only (:func:`sim.rules.step_flops`): the
+forward pass, the backward teaching signals and the weight updates;
+element-wise work is not counted. Timing: ``time.perf_counter`` with the
+garbage collector off (like :mod:`timeit`), warm-up iterations first, then the
+best of ``repeats`` timings (fewer when a case runs past its time budget), the
+measurements interleaved in each repeat so that they share the machine's
+state; on CuPy the device is synchronised before each clock read. Other
+processes on the same cores (above all with a multithreaded BLAS) slow every
+figure, sometimes by large factors; the best of the repeats tempers this but
+cannot remove it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -56,8 +61,8 @@ from . import backend as backend_module
 from .backend import DTYPES, column_major, get_dtype, get_namespace, namespace, to_device
 from .network import init_network
 from .nn import check_activation, check_loss
-from .rules import draw_feedback, get_rule, rule_updates
-from .train import sgd_step
+from .rules import draw_feedback, get_rule, step_flops, step_matmul_shapes
+from .train import MemberThreads, Stepper, TrainState, member_threads
 
 SCHEMA = "bbp-bench/1"
 
@@ -136,76 +141,7 @@ _SETTINGS = {
 }
 
 
-# --- FLOP count ----------------------------------------------------------------------------------
-
-def step_matmul_shapes(rule, sizes: Sequence[int], n_members: int, batch: int) -> list[tuple[int, int, int, int]]:
-    r"""The matmuls of one training step, as ``(E, m, k, n)``: ``(E, m, k) @ (E, k, n)``.
-
-    With layer sizes :math:`n_0, \dots, n_L` and batch :math:`B`:
-
-    * forward, each layer :math:`l = 1..L`: :math:`h_{l-1} W_l^T`,
-      ``(E, B, n_{l-1}) @ (E, n_{l-1}, n_l)``;
-    * teaching signals, each hidden layer :math:`l = L-1..1`: BP
-      :math:`\delta_{l+1} W_{l+1}` and FA :math:`\delta_{l+1} B_{l+1}^T` are
-      ``(E, B, n_{l+1}) @ (E, n_{l+1}, n_l)``; DFA :math:`\delta_L B_l^T` is
-      ``(E, B, n_L) @ (E, n_L, n_l)``;
-    * weight updates, each layer: :math:`(h_{l-1}^T \delta_l)^T`,
-      ``(E, n_{l-1}, B) @ (E, B, n_l)``, the product of the trainer's
-      column-major weights (see :func:`sim.rules.signal_updates`).
-    """
-    rule = get_rule(rule)
-    sizes = [int(s) for s in sizes]
-    n_layers = len(sizes) - 1
-    shapes = [(n_members, batch, sizes[i], sizes[i + 1]) for i in range(n_layers)]
-    for i in range(n_layers - 2, -1, -1):  # hidden layer i + 1 (1-based)
-        above = sizes[-1] if rule.feedback == "direct" else sizes[i + 2]
-        shapes.append((n_members, batch, above, sizes[i + 1]))
-    shapes += [(n_members, sizes[i], batch, sizes[i + 1]) for i in range(n_layers)]
-    return shapes
-
-
-def step_flops(rule, sizes: Sequence[int], n_members: int, batch: int) -> float:
-    r"""Floating-point operations of the matmuls of one training step of an ensemble.
-
-    A product ``(m, k) @ (k, n)`` counts :math:`2mkn` (a multiply and an add
-    per term); element-wise work (activations, loss, the SGD update) is not
-    counted. Summed over :func:`step_matmul_shapes`, for BP and FA this is
-
-    .. math:: 2EB\Big(2\sum_{l=1}^{L} n_l n_{l-1} + \sum_{l=1}^{L-1} n_{l+1} n_l\Big),
-
-    and for DFA the middle sum is :math:`\sum_{l=1}^{L-1} n_L n_l`.
-    """
-    return float(sum(2 * e * m * k * n for e, m, k, n in step_matmul_shapes(rule, sizes, n_members, batch)))
-
-
 # --- the timed work --------------------------------------------------------------------------------
-
-@dataclass
-class StepState:
-    """The trainer's per-step state of an ensemble (no momentum, no biases)."""
-
-    weights: list
-    alive: object
-    first_bad: object
-    step: int = 0
-
-
-def training_step(state: StepState, x, y, *, rule, activation: str, loss: str, feedback, lr) -> StepState:
-    """One SGD step of :func:`sim.train.train` (momentum 0, no biases) on the batch ``(x, y)``.
-
-    The same array operations as the trainer's loop body: the rule's updates
-    scaled by ``lr`` of shape ``(E,)`` without input checks, the finite-loss
-    check, the divergence bookkeeping and :func:`sim.train.sgd_step` (in place
-    on ``state.weights`` on numpy while every member is alive).
-    """
-    xp = namespace(state.weights[0])
-    upd = rule_updates(rule, state.weights, x, y, activation=activation, loss=loss, feedback=feedback,
-                       validate=False, scale=lr)
-    finite = xp.isfinite(upd.loss)
-    first_bad = xp.where(state.alive & ~finite, xp.asarray(state.step, dtype=xp.int64), state.first_bad)
-    alive = state.alive & finite
-    return StepState(sgd_step(state.weights, upd.weights, alive), alive, first_bad, state.step + 1)
-
 
 def _synchronize(array) -> None:
     """Wait for the device to finish (CuPy); a no-op on the CPU."""
@@ -232,22 +168,29 @@ def _time(fn: Callable[[], object], n_iter: int, sync_on) -> float:
 
 
 class _Timed:
-    """A workload to time: ``run()`` does one iteration, ``last()`` an array to synchronise on."""
+    """A workload to time: ``run()`` does one iteration, ``last()`` an array to synchronise on.
 
-    def __init__(self, run, last):
+    ``context``, optional, is entered around every timing (a :class:`sim.train.Stepper`
+    or :class:`sim.train.MemberThreads` holding its threads and BLAS limit).
+    """
+
+    def __init__(self, run, last, context=None):
         self.run, self.last = run, last
+        self.context = contextlib.nullcontext() if context is None else context
         self.n_iter = 1
         self.samples: list[float] = []
 
     def calibrate(self, warmup: int, seconds: float) -> None:
         """Run ``warmup`` iterations, then choose the iterations of a timing to last about ``seconds``."""
-        for _ in range(max(0, warmup - 1)):
-            self.run()
-        one = _time(self.run, 1, self.last)
+        with self.context:
+            for _ in range(max(0, warmup - 1)):
+                self.run()
+            one = _time(self.run, 1, self.last)
         self.n_iter = max(1, math.ceil(seconds / max(one, 1e-9)))
 
     def measure(self) -> None:
-        self.samples.append(_time(self.run, self.n_iter, self.last) / self.n_iter)
+        with self.context:
+            self.samples.append(_time(self.run, self.n_iter, self.last) / self.n_iter)
 
     @property
     def best(self) -> float:
@@ -267,47 +210,62 @@ def _case_arrays(case: BenchCase, xp, dtype: str, seed: int):
     return [column_major(w) for w in net.weights], feedback, to_device(x, xp, dtype), to_device(y, xp, dtype)
 
 
-def _engine(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float) -> _Timed:
+def start_state(weights) -> TrainState:
+    """The trainer's state at its first step for ``weights`` (no biases, no momentum, every member alive)."""
+    xp = namespace(*weights)
     n_members = weights[0].shape[0]
-    holder = [StepState(weights, xp.ones((n_members,), dtype=xp.bool),
-                        xp.full((n_members,), -1, dtype=xp.int64))]
-    lr_dev = to_device(np.full(n_members, lr), xp, dtype)
-    kwargs = dict(rule=case.rule, activation=case.activation, loss=case.loss, feedback=feedback, lr=lr_dev)
+    return TrainState(list(weights), None, None, xp.ones((n_members,), dtype=xp.bool),
+                      xp.full((n_members,), -1, dtype=xp.int64))
+
+
+def _engine(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float, threads: int) -> _Timed:
+    n_members = weights[0].shape[0]
+    stepper = Stepper(start_state([column_major(w) for w in weights]), rule=case.rule,
+                      activation=case.activation, loss=case.loss, lr=to_device(np.full(n_members, lr), xp, dtype),
+                      feedback=feedback, threads=threads)
+    count = [0]
 
     def run():
-        holder[0] = training_step(holder[0], x, y, **kwargs)
+        stepper(x, y, count[0])
+        count[0] += 1
 
-    return _Timed(run, lambda: holder[0].weights[-1])
+    return _Timed(run, lambda: stepper.state.weights[-1], stepper)
 
 
-def _matmul_reference(case: BenchCase, xp, dtype: str, seed: int) -> _Timed:
+def _matmul_reference(case: BenchCase, xp, dtype: str, seed: int, threads: int) -> _Timed:
     rng = np.random.default_rng(seed + 1)
     operands = [(to_device(rng.normal(size=(e, m, k)), xp, dtype), to_device(rng.normal(size=(e, k, n)), xp, dtype))
                 for e, m, k, n in step_matmul_shapes(case.rule, case.sizes, case.n_members, case.batch)]
+    members = MemberThreads(case.n_members, threads)
     out = [None]
 
-    def run():
+    def products(part):
         for a, b in operands:
-            out[0] = xp.matmul(a, b)
+            out[0] = xp.matmul(a[part], b[part])
 
-    run()
-    return _Timed(run, lambda: out[0])
+    def run():
+        members.run(products)
+
+    with members:
+        run()
+    return _Timed(run, lambda: out[0], members)
 
 
 def _loop(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float, n_loop: int) -> _Timed:
-    members = []
+    steppers = []
     for m in range(n_loop):
         own = [column_major(w[m:m + 1, ...]) for w in weights]
         fb = None if feedback is None else [xp.asarray(b[m:m + 1, ...], copy=True) for b in feedback]
-        members.append((StepState(own, xp.ones((1,), dtype=xp.bool), xp.full((1,), -1, dtype=xp.int64)), fb))
-    lr_dev = to_device(np.full(1, lr), xp, dtype)
-    kwargs = dict(rule=case.rule, activation=case.activation, loss=case.loss, lr=lr_dev)
+        steppers.append(Stepper(start_state(own), rule=case.rule, activation=case.activation, loss=case.loss,
+                                lr=to_device(np.full(1, lr), xp, dtype), feedback=fb))
+    count = [0]
 
     def run():
-        for m, (state, fb) in enumerate(members):
-            members[m] = (training_step(state, x, y, feedback=fb, **kwargs), fb)
+        for stepper in steppers:
+            stepper(x, y, count[0])
+        count[0] += 1
 
-    return _Timed(run, lambda: members[-1][0].weights[-1])
+    return _Timed(run, lambda: steppers[-1].state.weights[-1])
 
 
 # --- environment -------------------------------------------------------------------------------------
@@ -366,11 +324,15 @@ def bench_case(case: BenchCase, *, xp, dtype: str, quick: bool = False, seed: in
     label = f"E={n_members} width={case.width} depth={case.depth} batch={case.batch}"
 
     weights, feedback, x, y = _case_arrays(case, xp, dtype, seed)
+    threads = member_threads(xp, case.rule, case.sizes, n_members, case.batch)
     workloads = {
-        "engine": _engine(case, weights, feedback, x, y, xp, dtype, lr),
-        "matmul": _matmul_reference(case, xp, dtype, seed),
+        "engine": _engine(case, weights, feedback, x, y, xp, dtype, lr, threads),
+        "matmul": _matmul_reference(case, xp, dtype, seed, 1),
         "loop": _loop(case, weights, feedback, x, y, xp, dtype, lr, n_loop),
     }
+    if threads > 1:  # the same work on one thread, for comparison
+        workloads["engine_one_thread"] = _engine(case, weights, feedback, x, y, xp, dtype, lr, 1)
+        workloads["matmul_threads"] = _matmul_reference(case, xp, dtype, seed, threads)
     _progress(progress, f"{label}: warm-up")
     started = time.perf_counter()
     for work in workloads.values():
@@ -386,7 +348,10 @@ def bench_case(case: BenchCase, *, xp, dtype: str, quick: bool = False, seed: in
         n_repeats += 1
 
     flops = step_flops(case.rule, case.sizes, n_members, case.batch)
-    step_s, matmul_s = workloads["engine"].best, workloads["matmul"].best
+    step_s = workloads["engine"].best
+    # the machine's batched matmul speed: one call, or split over the engine's threads, whichever is faster
+    matmul_s = min(workloads[k].best for k in ("matmul", "matmul_threads") if k in workloads)
+    one_thread_s = workloads["engine_one_thread"].best if threads > 1 else step_s
     loop_member_s = workloads["loop"].best / n_loop
     steps_per_s = 1.0 / step_s
     gflops, matmul_gflops = flops / step_s / 1e9, flops / matmul_s / 1e9
@@ -396,6 +361,7 @@ def bench_case(case: BenchCase, *, xp, dtype: str, quick: bool = False, seed: in
         "E": n_members, "width": case.width, "depth": case.depth, "batch": case.batch,
         "sizes": list(case.sizes), "rule": get_rule(case.rule).name, "activation": case.activation,
         "loss": case.loss, "dtype": dtype,
+        "threads": threads,
         "flops_per_step": flops,
         "seconds_per_step": step_s,
         "steps_per_s": steps_per_s,
@@ -407,6 +373,9 @@ def bench_case(case: BenchCase, *, xp, dtype: str, quick: bool = False, seed: in
         "loop_member_steps_per_s": loop_member_steps,
         "ensemble_member_steps_per_s": ensemble_member_steps,
         "speedup_over_loop": ensemble_member_steps / loop_member_steps,
+        # the same engine on one thread (equal to the above when threads == 1)
+        "one_thread_steps_per_s": 1.0 / one_thread_s,
+        "one_thread_speedup_over_loop": n_members / one_thread_s / loop_member_steps,
         # what an ensemble running at the reference matmul speed (no element-wise work) would reach
         "speedup_at_matmul_speed": (n_members / matmul_s) / loop_member_steps,
         "repeats": n_repeats,
@@ -472,6 +441,7 @@ def run_bench(*, quick: bool = False, backend: str = "numpy", dtype: str = "floa
         case.check()
     settings = dict(_SETTINGS[bool(quick)])
     settings.update({k: v for k, v in (("repeats", repeats), ("seconds", seconds)) if v is not None})
+    backend_module.tune_allocator()  # as the trainer and bbp run (see its docstring)
     start = time.perf_counter()
     results = [bench_case(case, xp=xp, dtype=dtype, quick=quick, seed=seed, repeats=repeats, seconds=seconds,
                           progress=progress) for case in cases]
@@ -482,11 +452,12 @@ def run_bench(*, quick: bool = False, backend: str = "numpy", dtype: str = "floa
         "dtype": dtype,
         "environment": environment(backend),
         "method": {
-            "engine": "sim.rules.rule_updates(validate=False) + the SGD update of sim.train.train "
-                      "(finite check, divergence bookkeeping, sim.train.sgd_step); "
-                      "minibatch sampling excluded; shared batch (B, n) for all members",
+            "engine": "the trainer's step, sim.train.Stepper (rule_updates scaled by lr, finite check, "
+                      "divergence bookkeeping, SGD update) on the member threads train() uses by default "
+                      "(sim.train.member_threads); minibatch sampling excluded; shared batch (B, n)",
             "flops": "matmuls only: forward, backward teaching signals, weight updates (2mkn per product)",
-            "matmul": "plain xp.matmul over preallocated contiguous operands of the same shapes and count",
+            "matmul": "plain xp.matmul over preallocated contiguous operands of the same shapes and count, "
+                      "one call per shape or split over the engine's member threads, whichever is faster",
             "loop": "the same step on each member as an E=1 network in a Python loop, "
                     "per-member rate from the first loop_members_timed members",
             "timer": f"time.perf_counter, gc off, {settings['warmup']} warm-up iteration(s), then the best of up to "
@@ -518,11 +489,11 @@ def format_bench(results: dict) -> str:
         f"dtype {results['dtype']}, numpy {env.get('numpy', '?')}, BLAS {blas_text}, "
         f"{env.get('cpu_count', '?')} CPUs" + (f", device {env['device']}" if "device" in env else ""),
     ]
-    header = ("E", "width", "depth", "batch", "rule", "steps/s", "GFLOP/s", "matmul GFLOP/s",
+    header = ("E", "width", "depth", "batch", "rule", "threads", "steps/s", "GFLOP/s", "matmul GFLOP/s",
               "ratio to matmul", "loop m-steps/s", "ensemble m-steps/s", "speedup over loop")
     rows = []
     for c in results["cases"]:
-        rows.append((str(c["E"]), str(c["width"]), str(c["depth"]), str(c["batch"]), c["rule"],
+        rows.append((str(c["E"]), str(c["width"]), str(c["depth"]), str(c["batch"]), c["rule"], str(c["threads"]),
                      f"{c['steps_per_s']:.4g}", f"{c['gflops']:.3g}", f"{c['matmul_gflops']:.3g}",
                      _target_cell(c, "ratio_to_matmul", c["ratio_to_matmul"], ".2f"),
                      f"{c['loop_member_steps_per_s']:.4g}", f"{c['ensemble_member_steps_per_s']:.4g}",
@@ -536,9 +507,12 @@ def format_bench(results: dict) -> str:
         notes = [f"{c['activation']} {c['loss']}", f"{c['flops_per_step'] / 1e6:.4g} MFLOP/step"]
         if c["loop_members_timed"] < c["E"]:
             notes.append(f"loop timed over {c['loop_members_timed']} of {c['E']} members, scaled per member")
+        if c["threads"] > 1:
+            notes.append(f"on one thread {c['one_thread_steps_per_s']:.4g} steps/s, "
+                         f"{c['one_thread_speedup_over_loop']:.1f}x over the loop")
         notes.append(f"speedup if the step ran at matmul speed: {c['speedup_at_matmul_speed']:.1f}x")
         lines.append(f"E={c['E']} width={c['width']}: " + "; ".join(notes))
     verdict = "all targets met" if results.get("targets_pass") else "some targets NOT met"
     lines.append(f"{verdict}; {results.get('seconds', float('nan')):.1f} s. FLOPs: matmuls of forward, "
-                 "backward signals and weight updates; engine = rule_updates + the trainer's SGD update.")
+                 "backward signals and weight updates; engine = the trainer's step on its default member threads.")
     return "\n".join(lines)

@@ -138,7 +138,6 @@ def _log_softmax(z):
 
 def loss_value(y_hat, y, loss: str = "mse"):
     """The loss of each member, shape ``(E,)`` (see the module docstring)."""
-    xp = namespace(y_hat, y)
     batch = y_hat.shape[-2]
     if loss == "mse":
         d = y_hat - y

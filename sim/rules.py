@@ -319,6 +319,48 @@ def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", fee
                         modules=modules).weights
 
 
+# --- the matmuls of a step ----------------------------------------------------------------------
+
+def step_matmul_shapes(rule, sizes: Sequence[int], n_members: int, batch: int) -> list[tuple[int, int, int, int]]:
+    r"""The matmuls of one training step, as ``(E, m, k, n)``: ``(E, m, k) @ (E, k, n)``.
+
+    With layer sizes :math:`n_0, \dots, n_L` and batch :math:`B`:
+
+    * forward, each layer :math:`l = 1..L`: :math:`h_{l-1} W_l^T`,
+      ``(E, B, n_{l-1}) @ (E, n_{l-1}, n_l)``;
+    * teaching signals, each hidden layer :math:`l = L-1..1`: BP
+      :math:`\delta_{l+1} W_{l+1}` and FA :math:`\delta_{l+1} B_{l+1}^T` are
+      ``(E, B, n_{l+1}) @ (E, n_{l+1}, n_l)``; DFA :math:`\delta_L B_l^T` is
+      ``(E, B, n_L) @ (E, n_L, n_l)``;
+    * weight updates, each layer: :math:`(h_{l-1}^T \delta_l)^T`,
+      ``(E, n_{l-1}, B) @ (E, B, n_l)``, the product of the trainer's
+      column-major weights (see :func:`sim.rules.signal_updates`).
+    """
+    rule = get_rule(rule)
+    sizes = [int(s) for s in sizes]
+    n_layers = len(sizes) - 1
+    shapes = [(n_members, batch, sizes[i], sizes[i + 1]) for i in range(n_layers)]
+    for i in range(n_layers - 2, -1, -1):  # hidden layer i + 1 (1-based)
+        above = sizes[-1] if rule.feedback == "direct" else sizes[i + 2]
+        shapes.append((n_members, batch, above, sizes[i + 1]))
+    shapes += [(n_members, sizes[i], batch, sizes[i + 1]) for i in range(n_layers)]
+    return shapes
+
+
+def step_flops(rule, sizes: Sequence[int], n_members: int, batch: int) -> float:
+    r"""Floating-point operations of the matmuls of one training step of an ensemble.
+
+    A product ``(m, k) @ (k, n)`` counts :math:`2mkn` (a multiply and an add
+    per term); element-wise work (activations, loss, the SGD update) is not
+    counted. Summed over :func:`step_matmul_shapes`, for BP and FA this is
+
+    .. math:: 2EB\Big(2\sum_{l=1}^{L} n_l n_{l-1} + \sum_{l=1}^{L-1} n_{l+1} n_l\Big),
+
+    and for DFA the middle sum is :math:`\sum_{l=1}^{L-1} n_L n_l`.
+    """
+    return float(sum(2 * e * m * k * n for e, m, k, n in step_matmul_shapes(rule, sizes, n_members, batch)))
+
+
 # --- feedback matrices ---------------------------------------------------------------------------
 
 FEEDBACK_DISTRIBUTIONS = ("gaussian", "uniform")

@@ -29,22 +29,27 @@ forward pass as the weight update; the final modules are returned in
 A member whose loss becomes non-finite is frozen from that step on (its weights
 stop changing) and listed in :attr:`TrainResult.diverged` with the step and
 reason; the others go on. No host synchronisation happens between records.
+
+On numpy, an ensemble with enough work per step is split over the CPUs by
+members (:class:`Stepper`, :func:`member_threads`); the numbers are the same
+bit for bit, only faster.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from array_api_compat import is_numpy_namespace
 from tqdm.auto import tqdm
 
-from .backend import check_seed, column_major, namespace, shared_rng, to_device, to_host
+from .backend import check_seed, column_major, cpu_count, namespace, shared_rng, to_device, to_host, tune_allocator
 from .data import Dataset
 from .metrics import dfa_weight_alignment, fa_weight_alignment, layer_angles, weight_norms
 from .network import Network
 from .nn import accuracy, check_loss
-from .rules import get_rule, rule_updates, validate_inputs
+from .rules import Updates, get_rule, rule_updates, step_flops, validate_inputs
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,199 @@ def sgd_step(params: list, steps: list, alive) -> list:
     return [xp.where(xp.reshape(alive, (n_members,) + (1,) * (p.ndim - 1)), p - s, p) for p, s in zip(params, steps)]
 
 
+# --- one step of the whole ensemble -----------------------------------------------------------------
+
+#: The matmul work (FLOPs of one step, :func:`sim.rules.step_flops`) each
+#: thread needs before :func:`member_threads` splits an ensemble: below it the
+#: threads' hand-off and their turns at the interpreter lock cost more than
+#: they save (see the README's Performance section for the measurements).
+MIN_FLOPS_PER_THREAD = 16e6
+
+
+@dataclass
+class TrainState:
+    """What the trainer carries from one step to the next; every array has the ensemble axis first.
+
+    ``weights`` and ``biases`` (or ``None``) are the parameters, ``velocity``
+    the momentum buffers (``None`` without momentum), ``alive`` ``(E,)`` whether
+    a member still trains, ``first_bad`` ``(E,)`` the step at which its loss
+    became non-finite (``-1``: never), ``modules`` a rule's trained modules.
+    """
+
+    weights: list
+    biases: list | None
+    velocity: list | None
+    alive: object
+    first_bad: object
+    modules: object = None
+
+    def members(self, part: slice) -> TrainState:
+        """The members ``part`` (views on numpy; the modules are not split)."""
+        return TrainState([w[part] for w in self.weights], _part(self.biases, part), _part(self.velocity, part),
+                          self.alive[part], self.first_bad[part], self.modules)
+
+    def arrays(self) -> list:
+        return [*self.weights, *(self.biases or []), *(self.velocity or []), self.alive, self.first_bad]
+
+
+def _part(arrays, part: slice):
+    return None if arrays is None else [a[part] for a in arrays]
+
+
+def train_step(state: TrainState, x, y, *, step: int, rule, activation: str, loss: str, lr, momentum: float = 0.0,
+               feedback=None) -> tuple[TrainState, Updates]:
+    """One SGD step of every member on the batch ``(x, y)``: the trainer's loop body.
+
+    The rule's updates scaled by ``lr`` ``(E,)`` (without input checks), the
+    finite-loss check and divergence bookkeeping, momentum, the rule's module
+    update (on the pre-update weights) and :func:`sgd_step`. Returns the new
+    state and the step's :class:`sim.rules.Updates`. On numpy, while every member
+    is alive, the parameters are updated in place.
+    """
+    rule = get_rule(rule)
+    xp = namespace(*state.weights)
+    upd = rule_updates(rule, state.weights, x, y, activation=activation, loss=loss, feedback=feedback,
+                       biases=state.biases, validate=False, modules=state.modules, scale=lr)
+    finite = xp.isfinite(upd.loss)
+    first_bad = xp.where(state.alive & ~finite, xp.asarray(step, dtype=xp.int64), state.first_bad)
+    alive = state.alive & finite
+    moves = upd.weights + (upd.biases or [])  # eta * dW
+    velocity = state.velocity
+    if velocity is not None:
+        velocity = [momentum * v + s for v, s in zip(velocity, moves)]
+        moves = velocity
+    modules = state.modules
+    if modules is not None and rule.update_modules is not None:
+        modules = rule.update_modules(modules, upd, weights=state.weights, targets=y, activation=activation,
+                                      step=step, alive=alive)
+    n_weights = len(state.weights)
+    params = sgd_step(state.weights + (state.biases or []), moves, alive)
+    biases = None if state.biases is None else params[n_weights:]
+    return TrainState(params[:n_weights], biases, velocity, alive, first_bad, modules), upd
+
+
+def member_threads(xp, rule, sizes, n_members: int, batch: int) -> int:
+    """How many threads the trainer splits an ensemble over by default.
+
+    One per CPU, while each gets a member and :data:`MIN_FLOPS_PER_THREAD` of
+    a step's matmul work; one on other backends than numpy (a GPU runs the
+    whole ensemble at once) and for rules with trained modules.
+    """
+    rule = get_rule(rule)
+    if not is_numpy_namespace(xp) or rule.init_modules is not None:
+        return 1
+    affordable = int(step_flops(rule, sizes, n_members, batch) // MIN_FLOPS_PER_THREAD)
+    return max(1, min(cpu_count(), n_members, affordable))
+
+
+class MemberThreads:
+    """Runs work on contiguous slices of an ensemble's members, one slice per thread.
+
+    ``run(fn)`` calls ``fn(part)`` for every slice ``part``: the first on the
+    calling thread, the others on a pool, and returns when all are done (an
+    exception in any is raised). While it runs, BLAS is limited to one thread
+    (``threadpoolctl``), so that the threads never oversubscribe the cores;
+    numpy releases the interpreter lock inside its kernels, which is what lets
+    the threads run at once. The pool's threads run with the caller's
+    ``numpy.errstate``. With more than one thread, use it as a context manager
+    (that holds the pool).
+    """
+
+    def __init__(self, n_members: int, threads: int):
+        threads = max(1, min(int(threads), int(n_members)))
+        bounds = np.linspace(0, n_members, threads + 1).round().astype(int)
+        self.parts = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        self._pool = self._blas = None
+
+    @property
+    def threads(self) -> int:
+        return len(self.parts)
+
+    def __enter__(self) -> MemberThreads:
+        if self.threads > 1 and self._pool is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()  # found once: its limit() then costs microseconds
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="bbp-members")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def run(self, fn) -> None:
+        if self.threads == 1:
+            fn(self.parts[0])
+            return
+        if self._pool is None:
+            raise RuntimeError("MemberThreads with more than one thread must be open: use it in a with block")
+        errors = np.geterr()  # numpy's floating-point error handling is per thread: carry the caller's
+
+        def in_thread(part):
+            with np.errstate(**errors):
+                fn(part)
+
+        with self._blas.limit(limits=1, user_api="blas"):
+            futures = [self._pool.submit(in_thread, part) for part in self.parts[1:]]
+            try:
+                fn(self.parts[0])
+            finally:
+                wait(futures)
+        for future in futures:
+            future.result()
+
+
+class Stepper:
+    """The trainer's step, applied to a :class:`TrainState`: ``stepper(x, y, step)`` updates ``stepper.state``.
+
+    With ``threads > 1`` (numpy only; capped at ``E``) the members are split
+    into that many contiguous slices (:class:`MemberThreads`), and each slice's
+    :func:`train_step` runs on its own thread, on views of the state's arrays;
+    what a thread does not update in place it writes back. Members are
+    independent and each thread runs the same kernels on its members, so the
+    weights are bit for bit those of one thread. Use a stepper with threads
+    as a context manager (that holds its threads).
+    """
+
+    def __init__(self, state: TrainState, *, rule, activation: str, loss: str, lr, momentum: float = 0.0,
+                 feedback=None, threads: int = 1):
+        self.state = state
+        self.feedback = feedback
+        self.lr = lr
+        self.settings = dict(rule=get_rule(rule), activation=activation, loss=loss, momentum=momentum)
+        self.members = MemberThreads(state.weights[0].shape[0], threads)
+        if self.threads > 1 and state.modules is not None:
+            raise ValueError("a rule with trained modules runs on one thread (threads=1)")
+        if self.threads > 1 and not is_numpy_namespace(namespace(*state.weights)):
+            raise ValueError("member threads need numpy arrays; on other backends use threads=1")
+
+    @property
+    def threads(self) -> int:
+        return self.members.threads
+
+    def __enter__(self) -> Stepper:
+        self.members.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.members.__exit__(*exc)
+
+    def __call__(self, x, y, step: int) -> None:
+        if self.threads == 1:
+            self.state, _ = train_step(self.state, x, y, step=step, lr=self.lr, feedback=self.feedback,
+                                       **self.settings)
+        else:
+            self.members.run(lambda part: self._step_part(part, x, y, step))
+
+    def _step_part(self, part: slice, x, y, step: int) -> None:
+        views = self.state.members(part)
+        feedback = None if self.feedback is None else [b[part] if b.ndim == 3 else b for b in self.feedback]
+        new, _ = train_step(views, x, y, step=step, lr=self.lr[part], feedback=feedback, **self.settings)
+        for view, value in zip(views.arrays(), new.arrays()):
+            if value is not view:
+                view[...] = value
+
 def _batches(n_samples: int, batch_size: int | None, seed: int):
     """Endless minibatch indices: a fresh permutation each epoch (``None``: full batch)."""
     if batch_size is None or batch_size >= n_samples:
@@ -170,7 +368,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
           batch_size: int | None = None, loss: str | None = None, feedback=None, seed: int = 0,
           record_every: int | None = None, observe_on: Dataset | None = None, probe: str | None = None,
           progress: bool | None = None, dtype: str | None = None, modules=None,
-          module_settings: dict | None = None) -> TrainResult:
+          module_settings: dict | None = None, threads: int | None = None) -> TrainResult:
     """Train every member of ``network`` on ``data`` with ``rule`` by SGD.
 
     Parameters
@@ -211,6 +409,11 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     module_settings : dict, optional
         Settings of the created modules (``sg``, ``cdni``: ``kind``, ``target``,
         ``lr``, ``every``, ``hidden_units``, ``init_scale``, ``inputs``).
+    threads : int, optional
+        Threads the members are split over (numpy only, see :class:`Stepper`;
+        capped at ``E``). Default: :func:`member_threads`, which splits only a
+        step with enough matmul work per thread. The weights do not depend on
+        it, bit for bit.
     """
     rule = get_rule(rule)
     loss = ("ce" if data.kind == "classification" else "mse") if loss is None else check_loss(loss)
@@ -222,6 +425,8 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     if batch_size is not None and not _whole_number(batch_size, 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     check_seed(seed)
+    if threads is not None and not _whole_number(threads, 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     record_every = max(1, steps // 100) if record_every is None else record_every
     if not _whole_number(record_every, 1):
         raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
@@ -246,33 +451,40 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
                         loss=loss, feedback=feedback, biases=network.biases, modules=modules)
     classification = obs.kind == "classification"
 
-    # private copies (sgd_step may update them in place), in the layout the step reads fastest
+    tune_allocator()  # once per process; see its docstring
+    # private copies (updated in place on numpy), in the layout the step reads fastest
     weights = [column_major(w) for w in network.weights]
     biases = None if network.biases is None else [xp.asarray(b, copy=True) for b in network.biases]
-    params = weights + (biases or [])
-    velocity = [xp.zeros_like(p) for p in params] if momentum else None
-    lr_dev = to_device(lrs, xp, dtype)
-    alive = xp.ones((n_members,), dtype=xp.bool)
-    first_bad = xp.full((n_members,), -1, dtype=xp.int64)
+    velocity = [xp.zeros_like(p) for p in weights + (biases or [])] if momentum else None
+    state = TrainState(weights, biases, velocity, xp.ones((n_members,), dtype=xp.bool),
+                       xp.full((n_members,), -1, dtype=xp.int64), modules)
+    if threads is None:
+        threads = member_threads(xp, rule, network.sizes, n_members,
+                                 data.n_samples if batch_size is None else min(batch_size, data.n_samples))
+    stepper = Stepper(state, rule=rule, activation=network.activation, loss=loss, lr=to_device(lrs, xp, dtype),
+                      momentum=momentum, feedback=feedback, threads=threads)
     records, recorded_steps = [], []
     batches = _batches(data.n_samples, batch_size, seed)
     show = steps >= 2000 if progress is None else progress
 
+    def current():
+        st = stepper.state
+        return replace(network, weights=tuple(st.weights), biases=None if st.biases is None else tuple(st.biases))
+
     def record(step):
-        net = replace(network, weights=tuple(weights), biases=None if biases is None else tuple(biases))
         with np.errstate(all="ignore"):
-            records.append({k: to_host(v) for k, v in observe(net, x_obs, y_obs, rule=rule, loss=loss,
+            records.append({k: to_host(v) for k, v in observe(current(), x_obs, y_obs, rule=rule, loss=loss,
                                                                feedback=feedback, probe=probe,
                                                                classification=classification,
-                                                               modules=modules).items()})
+                                                               modules=stepper.state.modules).items()})
         recorded_steps.append(step)
 
-    with np.errstate(all="ignore"), tqdm(total=steps, disable=not show, desc=f"train {rule.name}",
-                                         unit="step") as bar:
+    with np.errstate(all="ignore"), stepper, tqdm(total=steps, disable=not show, desc=f"train {rule.name}",
+                                                  unit="step") as bar:
         for step in range(steps):
             if step % record_every == 0:
                 record(step)
-                if not bool(xp.any(alive)):
+                if not bool(xp.any(stepper.state.alive)):
                     break
             idx = next(batches)
             if idx is None:
@@ -280,27 +492,13 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
             else:
                 idx_dev = xp.asarray(idx)
                 xb, yb = xp.take(x_all, idx_dev, axis=0), xp.take(y_all, idx_dev, axis=0)
-            upd = rule_updates(rule, weights, xb, yb, activation=network.activation, loss=loss,
-                               feedback=feedback, biases=biases, validate=False, modules=modules, scale=lr_dev)
-            finite = xp.isfinite(upd.loss)
-            first_bad = xp.where(alive & ~finite, xp.asarray(step, dtype=xp.int64), first_bad)
-            alive = alive & finite
-            moves = upd.weights + (upd.biases or [])  # eta * dW
-            if velocity is not None:
-                velocity = [momentum * v + s for v, s in zip(velocity, moves)]
-                moves = velocity
-            if modules is not None and rule.update_modules is not None:  # same forward pass, pre-update weights
-                modules = rule.update_modules(modules, upd, weights=weights, targets=yb,
-                                              activation=network.activation, step=step, alive=alive)
-            params = sgd_step(params, moves, alive)
-            weights = params[:len(weights)]
-            biases = None if biases is None else params[len(weights):]
+            stepper(xb, yb, step)
             bar.update(1)
         else:
             record(steps)
     final_loss = records[-1]["loss"]
-    first_bad = to_host(first_bad)
-    alive_host = to_host(alive)
+    first_bad = to_host(stepper.state.first_bad)
+    alive_host = to_host(stepper.state.alive)
     diverged = []
     for m in range(n_members):
         if first_bad[m] >= 0:
@@ -308,5 +506,4 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         elif alive_host[m] and not np.isfinite(final_loss[m]):
             diverged.append(Divergence(m, recorded_steps[-1], "loss on the observation set became non-finite"))
     metrics = {k: np.stack([r[k] for r in records]) for k in records[0]}
-    final = replace(network, weights=tuple(weights), biases=None if biases is None else tuple(biases))
-    return TrainResult(final, np.asarray(recorded_steps), metrics, diverged, feedback, modules)
+    return TrainResult(current(), np.asarray(recorded_steps), metrics, diverged, feedback, stepper.state.modules)

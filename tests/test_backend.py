@@ -210,6 +210,61 @@ def test_classification_train_on_array_api_strict_records_accuracy():
     assert np.all((acc >= 0) & (acc <= 1))
 
 
+def test_member_threads_refuse_other_backends_than_numpy():
+    data = linear_teacher(3, 2, [2.0, 1.0], 12, seed=0)
+    net = init_network(SIZES, 2, seed=0, xp=xps)
+    with pytest.raises(ValueError, match="member threads need numpy arrays"):
+        train(net, data, rule="bp", steps=1, lr=0.1, threads=2)
+    assert train(net, data, rule="bp", steps=1, lr=0.1).network.n_members == 2  # the default: one thread
+
+
+# --- the allocator --------------------------------------------------------------------------------
+
+_FAULTS = """
+import json, resource, numpy as np
+from sim import backend
+from sim.bench import BenchCase, _case_arrays, _engine
+from sim.data import linear_teacher
+from sim.network import init_network
+from sim.train import train
+train(init_network((3, 4, 2), 1, seed=0), linear_teacher(3, 2, [1.0], 8, seed=0), rule="bp", steps=1, lr=0.1)
+xp = backend.get_namespace("numpy")
+case = BenchCase(256, 32, 3, 16)  # activations of 1 MiB, updates of 2 MiB
+weights, feedback, x, y = _case_arrays(case, xp, "float64", 0)
+work = _engine(case, weights, feedback, x, y, xp, "float64", 1e-3, 1)
+for _ in range(5):
+    work.run()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    work.run()
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
+print(json.dumps(dict(tuned=backend.ALLOCATOR_TUNED, faults_per_step=faults)))
+"""
+
+
+def _page_faults_per_step(tune: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, BBP_TUNE_ALLOCATOR=tune)
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="the tuning is for glibc's malloc")
+def test_the_trainer_tunes_the_allocator_so_that_a_step_makes_no_page_faults():
+    tuned = _page_faults_per_step("1")
+    assert tuned["tuned"] is True
+    assert tuned["faults_per_step"] < 16  # a step allocates about 18 MiB of temporaries: 4600 pages
+    default = _page_faults_per_step("0")  # switched off: glibc's defaults, which the test must tell apart
+    assert default["tuned"] is False
+    if default["faults_per_step"] < 100:
+        pytest.skip(f"glibc's defaults made no page faults here ({default['faults_per_step']} per step)")
+    assert default["faults_per_step"] > 100 * max(tuned["faults_per_step"], 1)
+
+
 # --- GPU ------------------------------------------------------------------------------------------
 
 @pytest.mark.gpu

@@ -16,12 +16,12 @@ import pytest
 from sim.bench import (
     CASES,
     BenchCase,
-    StepState,
+    _engine,
     format_bench,
     run_bench,
+    start_state,
     step_flops,
     step_matmul_shapes,
-    training_step,
 )
 from sim.data import Dataset
 from sim.network import init_network
@@ -36,12 +36,13 @@ from sim.nn import (
     times_derivative,
 )
 from sim.rules import draw_feedback, get_rule, rule_updates, signal_updates, teaching_signals
-from sim.train import train
+from sim.train import Stepper, train
 
 TINY = BenchCase(4, 8, 2, 16, ratio_target=0.5, speedup_target=1.0, loop_members=2)
 CASE_KEYS = {"E", "width", "depth", "batch", "rule", "steps_per_s", "gflops", "matmul_gflops", "ratio_to_matmul",
              "loop_member_steps_per_s", "ensemble_member_steps_per_s", "speedup_over_loop", "targets",
-             "targets_pass", "flops_per_step", "loop_members_timed", "dtype"}
+             "targets_pass", "flops_per_step", "loop_members_timed", "dtype", "threads", "one_thread_steps_per_s",
+             "one_thread_speedup_over_loop"}
 
 
 # --- FLOP count --------------------------------------------------------------------------------------
@@ -80,53 +81,35 @@ def test_matmul_shapes_are_the_ones_the_engine_multiplies(rule, monkeypatch):
         return out
 
     monkeypatch.setattr(xp_numpy, "matmul", recording)
-    state = StepState([column_major(w) for w in net.weights], np.ones(n_members, dtype=bool),
-                      np.full(n_members, -1))
-    training_step(state, x, y, rule=rule, activation="tanh", loss="mse", feedback=feedback,
-                  lr=np.full(n_members, 0.1))
+    stepper = Stepper(start_state([column_major(w) for w in net.weights]), rule=rule, activation="tanh",
+                      loss="mse", feedback=feedback, lr=np.full(n_members, 0.1))
+    stepper(x, y, 0)
     assert sorted(seen) == sorted(step_matmul_shapes(rule, sizes, n_members, batch))
     assert sum(2 * e * m * k * n for e, m, k, n in seen) == step_flops(rule, sizes, n_members, batch)
 
 
 # --- the timed step is the trainer's step -------------------------------------------------------------
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("rule", ["bp", "fa", "dfa"])
-def test_training_step_gives_the_trainers_weights_bit_for_bit(rule):
+def test_the_timed_engine_gives_the_trainers_weights_bit_for_bit(rule, threads):
     sizes, n_members, steps = (5, 6, 4), 3, 6
     rng = np.random.default_rng(2)
     data = Dataset(rng.normal(size=(12, sizes[0])), rng.normal(size=(12, sizes[-1])), kind="regression")
     net = init_network(sizes, n_members, seed=3, activation="relu")
     feedback = draw_feedback(rule, sizes, n_members, seed=3)
-    lrs = np.array([0.01, 0.05, 0.1])
-    result = train(net, data, rule=rule, steps=steps, lr=lrs, feedback=feedback, record_every=steps + 1,
-                   progress=False)
-    # the trainer's private copies are column-major; the bench's arrays are too (bench._case_arrays)
-    state = StepState([column_major(w) for w in net.weights], np.ones(n_members, dtype=bool),
-                      np.full(n_members, -1))
-    for _ in range(steps):
-        state = training_step(state, data.x, data.y, rule=rule, activation="relu", loss="mse",
-                              feedback=feedback, lr=lrs)
+    lr = 0.05
+    result = train(net, data, rule=rule, steps=steps, lr=lr, feedback=feedback, record_every=steps + 1,
+                   progress=False, threads=1)
+    case = BenchCase(n_members, 5, 2, 12, rule=rule)  # only rule, activation and loss are read
+    work = _engine(case, list(net.weights), feedback, data.x, data.y, xp_numpy, "float64", lr, threads)
+    with work.context:
+        for _ in range(steps):
+            work.run()
+    state = work.context.state
     for mine, theirs in zip(state.weights, result.network.weights):
         np.testing.assert_array_equal(mine, theirs)
-    assert state.step == steps
     np.testing.assert_array_equal(state.alive, np.ones(n_members, dtype=bool))
-
-
-def test_training_step_freezes_a_diverged_member_like_the_trainer():
-    sizes, n_members = (3, 4, 2), 2
-    net = init_network(sizes, n_members, seed=0)
-    weights = [np.array(w) for w in net.weights]
-    weights[0][1, 0, 0] = np.inf  # member 1 diverges at its first step
-    state = StepState(weights, np.ones(n_members, dtype=bool), np.full(n_members, -1))
-    x, y = np.ones((4, 3)), np.zeros((4, 2))
-    with np.errstate(all="ignore"):
-        state = training_step(state, x, y, rule="bp", activation="linear", loss="mse", feedback=None,
-                              lr=np.full(n_members, 0.1))
-    np.testing.assert_array_equal(state.alive, [True, False])
-    np.testing.assert_array_equal(state.first_bad, [-1, 0])
-    np.testing.assert_array_equal(state.weights[0][1], weights[0][1])
-    upd = rule_updates("bp", [w[:1] for w in weights], x, y, scale=np.full(1, 0.1))
-    np.testing.assert_array_equal(state.weights[1][0], weights[1][0] - upd.weights[1][0])
 
 
 # --- the hot path's shortcuts are bit for bit the plain formulas ------------------------------------------
@@ -303,6 +286,25 @@ def test_run_bench_figures_are_positive_and_consistent(tiny_results):
                                    case["ensemble_member_steps_per_s"] / case["loop_member_steps_per_s"],
                                    rtol=1e-12)
         assert len(case["samples_seconds"]["engine"]) == case["repeats"] == 2
+
+
+def test_run_bench_times_the_trainers_default_threads(tiny_results, monkeypatch):
+    import sim.bench as bench_module
+
+    for case in tiny_results["cases"]:  # tiny steps: one thread, as train() would use
+        assert case["threads"] == 1 and set(case["samples_seconds"]) == {"engine", "matmul", "loop"}
+        assert case["one_thread_steps_per_s"] == case["steps_per_s"]
+    monkeypatch.setattr(bench_module, "member_threads", lambda *args: 2)
+    res = run_bench(quick=True, cases=[TINY], repeats=2, seconds=0.005, progress=False)
+    case = res["cases"][0]
+    assert case["threads"] == 2
+    samples = case["samples_seconds"]
+    assert set(samples) == {"engine", "engine_one_thread", "matmul", "matmul_threads", "loop"}
+    assert case["matmul_seconds"] == min(min(samples["matmul"]), min(samples["matmul_threads"]))
+    np.testing.assert_allclose(case["one_thread_steps_per_s"], 1 / min(samples["engine_one_thread"]), rtol=1e-12)
+    np.testing.assert_allclose(case["one_thread_speedup_over_loop"] / case["speedup_over_loop"],
+                               case["one_thread_steps_per_s"] / case["steps_per_s"], rtol=1e-12)
+    assert "on one thread" in format_bench(res)
 
 
 def test_format_bench_table(tiny_results):

@@ -12,7 +12,8 @@ from sim.metrics import fa_weight_alignment, weight_norms
 from sim.network import init_network
 from sim.nn import loss_value, predict
 from sim.rules import draw_feedback, rule_updates
-from sim.train import TrainResult, train
+import sim.train as train_module
+from sim.train import MemberThreads, TrainResult, member_threads, train
 
 EPS = float(np.finfo(np.float64).eps)
 SIZES = (4, 6, 5, 3)
@@ -288,6 +289,85 @@ def test_observe_on_another_dataset():
     np.testing.assert_allclose(result.metric("loss")[-1], want, rtol=16 * EPS * sum(SIZES) * 30)
 
 
+# --- member threads: the same numbers, bit for bit ------------------------------------------------------
+
+def _assert_same_run(a: TrainResult, b: TrainResult):
+    for u, v in zip(a.network.weights + (a.network.biases or ()), b.network.weights + (b.network.biases or ())):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(a.steps, b.steps)
+    assert a.metrics.keys() == b.metrics.keys()
+    for name in a.metrics:
+        np.testing.assert_array_equal(a.metrics[name], b.metrics[name])
+    assert a.diverged == b.diverged
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+@pytest.mark.parametrize("rule", ["bp", "fa", "dfa"])
+def test_member_threads_give_the_one_thread_run_bit_for_bit(rule, threads):
+    n_members = 5
+    data = teacher_classification(30, seed=3, n_inputs=SIZES[0], n_hidden=7, n_classes=SIZES[-1])
+    net = init_network(SIZES, n_members, seed=6, activation="relu", bias=True)
+    feedback = draw_feedback(rule, SIZES, n_members, seed=6)
+    kwargs = dict(rule=rule, steps=12, lr=[0.05, 0.1, 0.2, 0.3, 0.4], momentum=0.5, batch_size=8, seed=1,
+                  feedback=feedback, record_every=4)
+    one = train(net, data, threads=1, **kwargs)
+    split = train(net, data, threads=threads, **kwargs)  # 7 > E: capped at E, one member per thread
+    _assert_same_run(one, split)
+    for u, w in zip(split.network.weights, net.weights):  # it trained
+        assert np.max(np.abs(u - w)) > 0
+
+
+def test_member_threads_stop_a_diverging_member_like_one_thread():
+    data = linear_teacher(SIZES[0], SIZES[-1], [2.0, 1.0], 20, seed=0)
+    net = init_network(SIZES, 4, seed=1)
+    kwargs = dict(rule="bp", steps=60, lr=[0.05, 0.1, 40.0, 0.1], record_every=1)
+    one, split = train(net, data, threads=1, **kwargs), train(net, data, threads=2, **kwargs)
+    assert [d.member for d in split.diverged] == [2]
+    _assert_same_run(one, split)
+
+
+def test_feedback_shared_by_all_members_is_not_split():
+    data = linear_teacher(SIZES[0], SIZES[-1], [2.0, 1.0], 20, seed=0)
+    net = init_network(SIZES, 4, seed=2, activation="tanh")
+    shared = [b[0] for b in draw_feedback("fa", SIZES, 1, seed=2)]  # (rows, cols): one for every member
+    kwargs = dict(rule="fa", steps=10, lr=0.05, feedback=shared, record_every=5)
+    _assert_same_run(train(net, data, threads=1, **kwargs), train(net, data, threads=2, **kwargs))
+
+
+def test_default_threads_split_only_a_step_with_enough_work(monkeypatch):
+    monkeypatch.setattr(train_module, "cpu_count", lambda: 4)
+    big = (32, 32, 32, 32)  # E = 256, batch 16: 67 MFLOP per step of FA
+    assert member_threads(np, "fa", big, 256, 16) == 4
+    assert member_threads(np, "fa", big, 1024, 16) == 4  # at most one thread per CPU
+    assert member_threads(np, "fa", big, 128, 16) == 2  # 34 MFLOP: 16 or more per thread
+    assert member_threads(np, "fa", big, 64, 16) == 1  # 17 MFLOP: the hand-off would cost more than it saves
+    assert member_threads(np, "fa", (8, 4096, 8), 1, 4096) == 1  # one member cannot be split
+    assert member_threads(np, "cdni", big, 1024, 16) == 1  # trained modules run on one thread
+    import array_api_strict
+
+    assert member_threads(array_api_strict, "fa", big, 1024, 16) == 1  # numpy only
+    monkeypatch.setattr(train_module, "cpu_count", lambda: 1)
+    assert member_threads(np, "fa", big, 1024, 16) == 1
+
+
+def test_member_threads_cover_every_member_once_and_raise_what_a_thread_raised():
+    members = MemberThreads(10, 3)
+    assert [(p.start, p.stop) for p in members.parts] == [(0, 3), (3, 7), (7, 10)]
+    assert MemberThreads(2, 8).threads == 2
+    with pytest.raises(RuntimeError, match="must be open"):
+        members.run(lambda part: None)
+    seen = []
+
+    def work(part):
+        seen.append((part.start, part.stop))
+        if part.start == 7:
+            raise ValueError("member 7 failed")
+
+    with members, pytest.raises(ValueError, match="member 7 failed"):
+        members.run(work)
+    assert sorted(seen) == [(0, 3), (3, 7), (7, 10)]
+
+
 # --- error paths ----------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -313,6 +393,11 @@ def test_invalid_train_settings(setting):
     for record_every in (0, 2.5, np.inf):
         with pytest.raises(ValueError, match="record_every must be a positive integer"):
             train(net, data, rule="bp", steps=1, lr=0.1, record_every=record_every)
+    for threads in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads must be a positive integer or None"):
+            train(net, data, rule="bp", steps=1, lr=0.1, threads=threads)
+    with pytest.raises(ValueError, match="trained modules runs on one thread"):
+        train(net, data, rule="sg", steps=1, lr=0.1, threads=2)
     with pytest.raises(ValueError, match="unknown dtype 'float16'"):
         train(net, data, rule="bp", steps=1, lr=0.1, dtype="float16")
     for seed in (-1, 0.5, "1"):
