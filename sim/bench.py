@@ -171,7 +171,7 @@ class _Timed:
     """A workload to time: ``run()`` does one iteration, ``last()`` an array to synchronise on.
 
     ``context``, optional, is entered around every timing (a :class:`sim.train.Stepper`
-    or :class:`sim.train.MemberThreads` holding its threads and BLAS limit).
+    or :class:`sim.train.MemberThreads`, which holds its pool of threads while open).
     """
 
     def __init__(self, run, last, context=None):
@@ -220,6 +220,7 @@ def start_state(weights) -> TrainState:
 
 def _engine(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float, threads: int) -> _Timed:
     n_members = weights[0].shape[0]
+    # its own copy of the weights: the step updates them in place
     stepper = Stepper(start_state([column_major(w) for w in weights]), rule=case.rule,
                       activation=case.activation, loss=case.loss, lr=to_device(np.full(n_members, lr), xp, dtype),
                       feedback=feedback, threads=threads)
