@@ -55,8 +55,12 @@ class Network:
 
     def member(self, m: int) -> Network:
         """The single-member ensemble ``E = 1`` holding member ``m``."""
-        biases = None if self.biases is None else tuple(b[m:m + 1, ...] for b in self.biases)
-        return replace(self, weights=tuple(w[m:m + 1, ...] for w in self.weights), biases=biases)
+        return self.members(slice(m, m + 1))
+
+    def members(self, part: slice) -> Network:
+        """The ensemble of the members ``part`` (views of this one's arrays where the backend has views)."""
+        biases = None if self.biases is None else tuple(b[part, ...] for b in self.biases)
+        return replace(self, weights=tuple(w[part, ...] for w in self.weights), biases=biases)
 
     def to_host(self) -> Network:
         biases = None if self.biases is None else tuple(to_host(b) for b in self.biases)

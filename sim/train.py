@@ -31,8 +31,9 @@ stop changing) and listed in :attr:`TrainResult.diverged` with the step and
 reason; the others go on. No host synchronisation happens between records.
 
 On numpy, an ensemble with enough work per step is split over the CPUs by
-members (:class:`Stepper`, :func:`member_threads`); the numbers are the same
-bit for bit, only faster.
+members (:class:`Stepper`, :func:`member_threads`), and so are the records
+when the observation set holds enough work; the numbers are the same bit for
+bit, only faster.
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class TrainState:
 
     def members(self, part: slice) -> TrainState:
         """The members ``part`` (views on numpy; the modules are not split)."""
-        return TrainState([w[part] for w in self.weights], _part(self.biases, part), _part(self.velocity, part),
+        return TrainState([w[part, ...] for w in self.weights], _part(self.biases, part), _part(self.velocity, part),
                           self.alive[part], self.first_bad[part], self.modules)
 
     def arrays(self) -> list:
@@ -195,7 +196,12 @@ class TrainState:
 
 
 def _part(arrays, part: slice):
-    return None if arrays is None else [a[part] for a in arrays]
+    return None if arrays is None else [a[part, ...] for a in arrays]
+
+
+def feedback_part(feedback, part: slice):
+    """The feedback matrices of the members ``part`` (a matrix shared by all members stays as it is)."""
+    return None if feedback is None else [b[part, ...] if b.ndim == 3 else b for b in feedback]
 
 
 def train_step(state: TrainState, x, y, *, step: int, rule, activation: str, loss: str, lr, momentum: float = 0.0,
@@ -346,8 +352,8 @@ class Stepper:
 
     def _step_part(self, part: slice, x, y, step: int) -> None:
         views = self.state.members(part)
-        feedback = None if self.feedback is None else [b[part] if b.ndim == 3 else b for b in self.feedback]
-        new, _ = train_step(views, x, y, step=step, lr=self.lr[part], feedback=feedback, **self.settings)
+        new, _ = train_step(views, x, y, step=step, lr=self.lr[part], feedback=feedback_part(self.feedback, part),
+                            **self.settings)
         for view, value in zip(views.arrays(), new.arrays()):
             if value is not view:
                 view[...] = value
@@ -410,10 +416,11 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         Settings of the created modules (``sg``, ``cdni``: ``kind``, ``target``,
         ``lr``, ``every``, ``hidden_units``, ``init_scale``, ``inputs``).
     threads : int, optional
-        Threads the members are split over (numpy only, see :class:`Stepper`;
-        capped at ``E``). Default: :func:`member_threads`, which splits only a
-        step with enough matmul work per thread. The weights do not depend on
-        it, bit for bit.
+        Threads the members are split over, for the steps and for the
+        observers' records (numpy only, see :class:`Stepper`; capped at ``E``).
+        Default: :func:`member_threads`, which splits only work with enough
+        matmuls per thread: a step on the batch, a record on the observation
+        set. The weights and metrics do not depend on it, bit for bit.
     """
     rule = get_rule(rule)
     loss = ("ce" if data.kind == "classification" else "mse") if loss is None else check_loss(loss)
@@ -458,11 +465,13 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     velocity = [xp.zeros_like(p) for p in weights + (biases or [])] if momentum else None
     state = TrainState(weights, biases, velocity, xp.ones((n_members,), dtype=xp.bool),
                        xp.full((n_members,), -1, dtype=xp.int64), modules)
-    if threads is None:
-        threads = member_threads(xp, rule, network.sizes, n_members,
-                                 data.n_samples if batch_size is None else min(batch_size, data.n_samples))
+    def split(n_samples):  # threads for a step's work on n_samples samples
+        return member_threads(xp, rule, network.sizes, n_members, n_samples) if threads is None else threads
+
     stepper = Stepper(state, rule=rule, activation=network.activation, loss=loss, lr=to_device(lrs, xp, dtype),
-                      momentum=momentum, feedback=feedback, threads=threads)
+                      momentum=momentum, feedback=feedback,
+                      threads=split(data.n_samples if batch_size is None else min(batch_size, data.n_samples)))
+    observers = MemberThreads(n_members, split(obs.n_samples))  # the records split members too
     records, recorded_steps = [], []
     batches = _batches(data.n_samples, batch_size, seed)
     show = steps >= 2000 if progress is None else progress
@@ -472,15 +481,21 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         return replace(network, weights=tuple(st.weights), biases=None if st.biases is None else tuple(st.biases))
 
     def record(step):
+        net, parts = current(), {}
+
+        def measure(part):
+            parts[part.start] = observe(net.members(part), x_obs, y_obs, rule=rule, loss=loss,
+                                        feedback=feedback_part(feedback, part), probe=probe,
+                                        classification=classification, modules=stepper.state.modules)
+
         with np.errstate(all="ignore"):
-            records.append({k: to_host(v) for k, v in observe(current(), x_obs, y_obs, rule=rule, loss=loss,
-                                                               feedback=feedback, probe=probe,
-                                                               classification=classification,
-                                                               modules=stepper.state.modules).items()})
+            observers.run(measure)
+        measured = [parts[start] for start in sorted(parts)]
+        records.append({k: np.concatenate([to_host(m[k]) for m in measured]) for k in measured[0]})
         recorded_steps.append(step)
 
-    with np.errstate(all="ignore"), stepper, tqdm(total=steps, disable=not show, desc=f"train {rule.name}",
-                                                  unit="step") as bar:
+    with np.errstate(all="ignore"), stepper, observers, tqdm(total=steps, disable=not show,
+                                                             desc=f"train {rule.name}", unit="step") as bar:
         for step in range(steps):
             if step % record_every == 0:
                 record(step)

@@ -334,6 +334,17 @@ def test_feedback_shared_by_all_members_is_not_split():
     _assert_same_run(train(net, data, threads=1, **kwargs), train(net, data, threads=2, **kwargs))
 
 
+def test_member_threads_measure_probes_and_other_observation_sets_like_one_thread():
+    data = teacher_classification(40, seed=4, n_inputs=SIZES[0], n_hidden=7, n_classes=SIZES[-1])
+    held_out = teacher_classification(25, seed=5, n_inputs=SIZES[0], n_hidden=7, n_classes=SIZES[-1])
+    net = init_network(SIZES, 3, seed=7, activation="tanh")
+    kwargs = dict(rule="bp", steps=8, lr=0.1, probe="dfa", feedback=draw_feedback("dfa", SIZES, 3, seed=7),
+                  observe_on=held_out, record_every=2)
+    one, split = train(net, data, threads=1, **kwargs), train(net, data, threads=2, **kwargs)
+    assert {"accuracy", "signal_angle", "weight_alignment"} <= set(split.metrics)
+    _assert_same_run(one, split)
+
+
 def test_default_threads_split_only_a_step_with_enough_work(monkeypatch):
     monkeypatch.setattr(train_module, "cpu_count", lambda: 4)
     big = (32, 32, 32, 32)  # E = 256, batch 16: 67 MFLOP per step of FA
