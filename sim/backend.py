@@ -24,6 +24,7 @@ ensemble size.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 
@@ -174,6 +175,24 @@ def cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+@functools.cache
+def _blas_libraries():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")  # found once: its queries then cost microseconds
+
+
+def blas_threads() -> int:
+    """The threads the loaded BLAS libraries may use now (the smallest limit; :func:`cpu_count` if none is found).
+
+    It follows ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` and any
+    ``threadpoolctl`` limit in effect, as set by whoever runs several
+    processes or threads at once (``make test``, Dask workers, the
+    layer-parallel runtime).
+    """
+    return min((lib.num_threads for lib in _blas_libraries().lib_controllers), default=cpu_count())
 
 
 def member_rngs(seed: int, n_members: int, component: str) -> list[np.random.Generator]:

@@ -45,7 +45,17 @@ import numpy as np
 from array_api_compat import is_numpy_namespace
 from tqdm.auto import tqdm
 
-from .backend import check_seed, column_major, cpu_count, namespace, shared_rng, to_device, to_host, tune_allocator
+from .backend import (
+    blas_threads,
+    check_seed,
+    column_major,
+    cpu_count,
+    namespace,
+    shared_rng,
+    to_device,
+    to_host,
+    tune_allocator,
+)
 from .data import Dataset
 from .metrics import dfa_weight_alignment, fa_weight_alignment, layer_angles, weight_norms
 from .network import Network
@@ -240,14 +250,17 @@ def member_threads(xp, rule, sizes, n_members: int, batch: int) -> int:
     """How many threads the trainer splits an ensemble over by default.
 
     One per CPU, while each gets a member and :data:`MIN_FLOPS_PER_THREAD` of
-    a step's matmul work; one on other backends than numpy (a GPU runs the
-    whole ensemble at once) and for rules with trained modules.
+    a step's matmul work, and no more than BLAS may use
+    (:func:`sim.backend.blas_threads`: a process told to keep to one thread,
+    such as a worker among several, keeps to one); one on other backends than
+    numpy (a GPU runs the whole ensemble at once) and for rules with trained
+    modules.
     """
     rule = get_rule(rule)
     if not is_numpy_namespace(xp) or rule.init_modules is not None:
         return 1
     affordable = int(step_flops(rule, sizes, n_members, batch) // MIN_FLOPS_PER_THREAD)
-    return max(1, min(cpu_count(), n_members, affordable))
+    return max(1, min(cpu_count(), blas_threads(), n_members, affordable))
 
 
 class MemberThreads:

@@ -347,6 +347,7 @@ def test_member_threads_measure_probes_and_other_observation_sets_like_one_threa
 
 def test_default_threads_split_only_a_step_with_enough_work(monkeypatch):
     monkeypatch.setattr(train_module, "cpu_count", lambda: 4)
+    monkeypatch.setattr(train_module, "blas_threads", lambda: 4)
     big = (32, 32, 32, 32)  # E = 256, batch 16: 67 MFLOP per step of FA
     assert member_threads(np, "fa", big, 256, 16) == 4
     assert member_threads(np, "fa", big, 1024, 16) == 4  # at most one thread per CPU
@@ -357,8 +358,21 @@ def test_default_threads_split_only_a_step_with_enough_work(monkeypatch):
     import array_api_strict
 
     assert member_threads(array_api_strict, "fa", big, 1024, 16) == 1  # numpy only
+    monkeypatch.setattr(train_module, "blas_threads", lambda: 1)  # a worker told to keep to one thread
+    assert member_threads(np, "fa", big, 1024, 16) == 1
+    monkeypatch.setattr(train_module, "blas_threads", lambda: 4)
     monkeypatch.setattr(train_module, "cpu_count", lambda: 1)
     assert member_threads(np, "fa", big, 1024, 16) == 1
+
+
+def test_blas_threads_follow_a_limit_in_effect():
+    from threadpoolctl import threadpool_limits
+
+    from sim.backend import blas_threads
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert blas_threads() == 1
+    assert blas_threads() >= 1
 
 
 def test_member_threads_cover_every_member_once_and_raise_what_a_thread_raised():
