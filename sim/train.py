@@ -198,7 +198,7 @@ class TrainState:
 
     def members(self, part: slice) -> TrainState:
         """The members ``part`` (views on numpy; the modules are not split)."""
-        return TrainState([w[part, ...] for w in self.weights], _part(self.biases, part), _part(self.velocity, part),
+        return TrainState(_part(self.weights, part), _part(self.biases, part), _part(self.velocity, part),
                           self.alive[part], self.first_bad[part], self.modules)
 
     def arrays(self) -> list:
