@@ -371,6 +371,7 @@ class Stepper:
             if value is not view:
                 view[...] = value
 
+
 def _batches(n_samples: int, batch_size: int | None, seed: int):
     """Endless minibatch indices: a fresh permutation each epoch (``None``: full batch)."""
     if batch_size is None or batch_size >= n_samples:
@@ -478,6 +479,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     velocity = [xp.zeros_like(p) for p in weights + (biases or [])] if momentum else None
     state = TrainState(weights, biases, velocity, xp.ones((n_members,), dtype=xp.bool),
                        xp.full((n_members,), -1, dtype=xp.int64), modules)
+
     def split(n_samples):  # threads for a step's work on n_samples samples
         return member_threads(xp, rule, network.sizes, n_members, n_samples) if threads is None else threads
 
