@@ -58,7 +58,7 @@ import numpy as np
 from array_api_compat import is_cupy_array
 
 from . import backend as backend_module
-from .backend import DTYPES, column_major, get_dtype, get_namespace, namespace, to_device
+from .backend import DTYPES, column_major, get_dtype, get_namespace, to_device
 from .network import init_network
 from .nn import check_activation, check_loss
 from .rules import draw_feedback, get_rule, step_flops, step_matmul_shapes
@@ -210,18 +210,10 @@ def _case_arrays(case: BenchCase, xp, dtype: str, seed: int):
     return [column_major(w) for w in net.weights], feedback, to_device(x, xp, dtype), to_device(y, xp, dtype)
 
 
-def start_state(weights) -> TrainState:
-    """The trainer's state at its first step for ``weights`` (no biases, no momentum, every member alive)."""
-    xp = namespace(*weights)
-    n_members = weights[0].shape[0]
-    return TrainState(list(weights), None, None, xp.ones((n_members,), dtype=xp.bool),
-                      xp.full((n_members,), -1, dtype=xp.int64))
-
-
 def _engine(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float, threads: int) -> _Timed:
     n_members = weights[0].shape[0]
     # its own copy of the weights: the step updates them in place
-    stepper = Stepper(start_state([column_major(w) for w in weights]), rule=case.rule,
+    stepper = Stepper(TrainState.start([column_major(w) for w in weights]), rule=case.rule,
                       activation=case.activation, loss=case.loss, lr=to_device(np.full(n_members, lr), xp, dtype),
                       feedback=feedback, threads=threads)
     count = [0]
@@ -257,7 +249,7 @@ def _loop(case: BenchCase, weights, feedback, x, y, xp, dtype: str, lr: float, n
     for m in range(n_loop):
         own = [column_major(w[m:m + 1, ...]) for w in weights]
         fb = None if feedback is None else [xp.asarray(b[m:m + 1, ...], copy=True) for b in feedback]
-        steppers.append(Stepper(start_state(own), rule=case.rule, activation=case.activation, loss=case.loss,
+        steppers.append(Stepper(TrainState.start(own), rule=case.rule, activation=case.activation, loss=case.loss,
                                 lr=to_device(np.full(1, lr), xp, dtype), feedback=fb))
     count = [0]
 

@@ -196,6 +196,15 @@ class TrainState:
     first_bad: object
     modules: object = None
 
+    @classmethod
+    def start(cls, weights, biases=None, *, momentum: float = 0.0, modules=None) -> TrainState:
+        """The state at the first step: every member alive, zero momentum buffers when ``momentum``."""
+        xp = namespace(*weights)
+        n_members = weights[0].shape[0]
+        velocity = [xp.zeros_like(p) for p in [*weights, *(biases or [])]] if momentum else None
+        return cls(list(weights), biases, velocity, xp.ones((n_members,), dtype=xp.bool),
+                   xp.full((n_members,), -1, dtype=xp.int64), modules)
+
     def members(self, part: slice) -> TrainState:
         """The members ``part`` (views on numpy; the modules are not split)."""
         return TrainState(_part(self.weights, part), _part(self.biases, part), _part(self.velocity, part),
@@ -476,9 +485,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     # private copies (updated in place on numpy), in the layout the step reads fastest
     weights = [column_major(w) for w in network.weights]
     biases = None if network.biases is None else [xp.asarray(b, copy=True) for b in network.biases]
-    velocity = [xp.zeros_like(p) for p in weights + (biases or [])] if momentum else None
-    state = TrainState(weights, biases, velocity, xp.ones((n_members,), dtype=xp.bool),
-                       xp.full((n_members,), -1, dtype=xp.int64), modules)
+    state = TrainState.start(weights, biases, momentum=momentum, modules=modules)
 
     def split(n_samples):  # threads for a step's work on n_samples samples
         return member_threads(xp, rule, network.sizes, n_members, n_samples) if threads is None else threads

@@ -19,7 +19,6 @@ from sim.bench import (
     _engine,
     format_bench,
     run_bench,
-    start_state,
     step_flops,
     step_matmul_shapes,
 )
@@ -36,7 +35,7 @@ from sim.nn import (
     times_derivative,
 )
 from sim.rules import draw_feedback, get_rule, rule_updates, signal_updates, teaching_signals
-from sim.train import Stepper, train
+from sim.train import Stepper, TrainState, train
 
 TINY = BenchCase(4, 8, 2, 16, ratio_target=0.5, speedup_target=1.0, loop_members=2)
 CASE_KEYS = {"E", "width", "depth", "batch", "rule", "steps_per_s", "gflops", "matmul_gflops", "ratio_to_matmul",
@@ -81,7 +80,7 @@ def test_matmul_shapes_are_the_ones_the_engine_multiplies(rule, monkeypatch):
         return out
 
     monkeypatch.setattr(xp_numpy, "matmul", recording)
-    stepper = Stepper(start_state([column_major(w) for w in net.weights]), rule=rule, activation="tanh",
+    stepper = Stepper(TrainState.start([column_major(w) for w in net.weights]), rule=rule, activation="tanh",
                       loss="mse", feedback=feedback, lr=np.full(n_members, 0.1))
     stepper(x, y, 0)
     assert sorted(seen) == sorted(step_matmul_shapes(rule, sizes, n_members, batch))
