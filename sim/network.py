@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .backend import get_namespace, member_rngs, namespace, to_device, to_host
+from .backend import check_memory, get_namespace, member_rngs, namespace, to_device, to_host
 from .nn import check_activation
 
 INITS = ("gaussian", "uniform", "zero", "balanced")
@@ -78,6 +78,20 @@ def _member_values(value, n_members: int, name: str) -> np.ndarray:
     return arr
 
 
+def check_sizes(sizes) -> None:
+    """Raise ``ValueError`` unless ``sizes`` lists at least two layer widths, each an integer >= 1 (not a bool)."""
+    try:
+        sizes = list(sizes)
+    except TypeError:
+        raise ValueError(f"sizes must list at least two positive layer widths, got {sizes!r}") from None
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least two positive layer widths, got {sizes!r}")
+    for i, s in enumerate(sizes):
+        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 1:
+            raise ValueError(f"sizes must list at least two positive layer widths, each an integer >= 1: "
+                             f"sizes[{i}] is {s!r} (sizes {sizes!r})")
+
+
 def _orthonormal_frame(rng: np.random.Generator, n: int, rank: int) -> np.ndarray:
     q, r = np.linalg.qr(rng.normal(size=(n, rank)))
     return q * np.sign(np.diag(r))
@@ -110,11 +124,16 @@ def init_network(sizes: Sequence[int], n_members: int = 1, *, seed: int = 0, ini
     backend, dtype, xp
         Where the arrays live (``xp`` overrides ``backend``).
     """
+    check_sizes(sizes)
     sizes = [int(s) for s in sizes]
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes must list at least two positive layer widths, got {sizes}")
-    if n_members < 1:
-        raise ValueError(f"n_members must be at least 1, got {n_members}")
+    if isinstance(n_members, bool) or not isinstance(n_members, int | np.integer) or n_members < 1:
+        raise ValueError(f"n_members must be at least 1 and an integer, got {n_members!r}")
+    n_members = int(n_members)
+    # the host arrays (float64), their device copies, and in training a private copy, the updates, momentum
+    # and feedback of the same sizes: about six times the weights
+    n_weights = n_members * sum(a * b for a, b in zip(sizes[1:], sizes[:-1]))
+    check_memory(6 * 8 * n_weights, f"an ensemble of {n_members} networks of sizes {sizes} "
+                                    f"({n_weights:,} weights)")
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
     check_activation(activation)

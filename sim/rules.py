@@ -256,6 +256,7 @@ def rule_updates(rule, weights, x, y, *, activation="linear", loss="mse", feedba
     """
     rule = get_rule(rule)
     if validate:
+        weights, x, y, feedback = as_arrays(weights, x, y, feedback)
         validate_inputs(rule, weights, x, y, activation=activation, loss=loss, feedback=feedback,
                         biases=biases, modules=modules)
         if scale is not None and (getattr(scale, "ndim", None) != 1 or scale.shape[0] != weights[0].shape[0]
@@ -419,6 +420,46 @@ def draw_feedback(rule, sizes: Sequence[int], n_members: int, *, seed: int, dist
 
 
 # --- input checks --------------------------------------------------------------------------------
+
+def _is_listlike(value) -> bool:
+    return isinstance(value, list | tuple | int | float | np.number)
+
+
+def as_arrays(weights, x, y, feedback=None):
+    """``weights``, ``x``, ``y`` and ``feedback`` with Python lists (and numbers) made arrays.
+
+    The arrays take the namespace and dtype of the inputs that are arrays
+    already (numpy and float64 when none is); a ragged or non-numeric list
+    raises ``ValueError``.
+    """
+    if not isinstance(weights, list | tuple):
+        raise ValueError(f"weights must be a list of arrays W_1 .. W_L, got {type(weights).__name__}")
+    feedback_list = None if feedback is None else list(feedback)
+    items = [*weights, x, y, *(feedback_list or [])]
+    if not any(_is_listlike(a) for a in items):
+        return weights, x, y, feedback
+    arrays = [a for a in items if a is not None and not _is_listlike(a)]
+    if arrays:
+        xp, dtype = namespace(*arrays), str(arrays[0].dtype).split(".")[-1]
+    else:
+        from .backend import get_namespace
+
+        xp, dtype = get_namespace("numpy"), "float64"
+
+    def convert(value, name):
+        if not _is_listlike(value):
+            return value
+        try:
+            host = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an array or a rectangular list of numbers, got {value!r}") from None
+        return to_device(host, xp, dtype if dtype in ("float32", "float64") else "float64")
+
+    weights = [convert(w, f"weight W_{i + 1}") for i, w in enumerate(weights)]
+    if feedback_list is not None:
+        feedback = [convert(b, f"feedback matrix {i + 1}") for i, b in enumerate(feedback_list)]
+    return weights, convert(x, "x"), convert(y, "y"), feedback
+
 
 def _all_finite(a) -> bool:
     xp = namespace(a)

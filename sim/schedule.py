@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODEL_RULES = ("bp", "dfa", "dgl", "async-dgl", "overlap", "dni", "cdni", "greedy")
+MODEL_RULES = ("bp", "dfa", "dgl", "async-dgl", "overlap", "sg", "cdni", "greedy")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class BlockCost:
         """Per-batch work :math:`w_j` of the block under ``rule`` (see the module table)."""
         rule = check_model_rule(rule)
         base = self.forward + self.backward + self.update
-        return base + self.head if rule in ("dgl", "async-dgl", "overlap", "dni", "cdni", "greedy") else base
+        return base + self.head if rule in ("dgl", "async-dgl", "overlap", "sg", "cdni", "greedy") else base
 
 
 def check_model_rule(rule: str) -> str:
@@ -159,7 +159,7 @@ def predict_epoch(rule: str, costs: Sequence[BlockCost], *, workers: int = 1, n_
 
     Parameters
     ----------
-    rule : {"bp", "dfa", "dgl", "async-dgl", "overlap", "dni", "cdni", "greedy"}
+    rule : {"bp", "dfa", "dgl", "async-dgl", "overlap", "sg", "cdni", "greedy"}
     costs : sequence of BlockCost
         One per block, in order.
     workers : int

@@ -137,3 +137,15 @@ def test_split_keeps_order_kind_and_info():
     for bad in (0, 50, 2.5, True):
         with pytest.raises(ValueError, match="split needs"):
             full.split(bad)
+
+
+def test_dataset_kind_and_one_hot_targets_are_checked():
+    x = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="unknown dataset kind 'other'; allowed: regression, classification"):
+        Dataset(x, np.zeros((3, 1)), "other")
+    with pytest.raises(ValueError, match="classification targets y must be one-hot"):
+        Dataset(x, np.full((3, 2), 0.5), "classification")
+    with pytest.raises(ValueError, match="x has 3 samples but y has 2"):
+        Dataset(x, np.eye(2), "classification")
+    data = Dataset([[1.0, 2.0]], [[0.0, 1.0]], "classification")  # lists become arrays
+    assert data.x.shape == (1, 2) and data.n_outputs == 2

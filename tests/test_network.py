@@ -249,3 +249,9 @@ def test_matmul_flops():
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         count += n_members * batch * n_out * n_in * 2  # one multiply and one add per term
     assert nn.matmul_flops(sizes, n_members, batch) == count
+
+
+@pytest.mark.parametrize("sizes", [[30, 2.9, 10], [30, True, 10], [30, 20.0, 10], [30, "20", 10], [30], [30, 0, 10]])
+def test_init_network_sizes_must_be_integers_of_at_least_one(sizes):
+    with pytest.raises(ValueError, match="sizes"):
+        init_network(sizes)

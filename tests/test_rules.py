@@ -613,3 +613,15 @@ def test_bad_feedback_settings():
             draw_feedback("fa", SIZES, 2, seed=seed)
     with pytest.raises(ValueError, match="unknown dtype 'float16'"):
         draw_feedback("fa", SIZES, 2, seed=0, dtype="float16")
+
+
+def test_compute_updates_accepts_python_lists():
+    w = [np.array([[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]]), np.array([[[1.0, 2.0, 3.0]]])]
+    x, y = [[1.0, 2.0], [0.5, -1.0]], [[1.0], [0.0]]
+    want = compute_updates("bp", w, np.array(x), np.array(y))
+    for weights in (w, [wi.tolist() for wi in w]):
+        got = compute_updates("bp", weights, x, y)
+        for g, e in zip(got, want):
+            np.testing.assert_allclose(g, e)
+    with pytest.raises(ValueError, match="x must be an array or a rectangular list"):
+        compute_updates("bp", w, [[1.0, 2.0], [1.0]], y)

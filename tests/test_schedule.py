@@ -62,7 +62,7 @@ def test_pipelines_approach_k_times_faster():
     par = predict_epoch("dgl", [UNIT] * k, workers=k, n_batches=n).seconds
     assert par == pytest.approx((n - 1) * UNIT.work("dgl") + k * UNIT.work("dgl"))
     assert seq / par == pytest.approx(k, rel=0.01)
-    for rule in ("dgl", "async-dgl", "overlap", "dni", "bp", "dfa"):
+    for rule in ("dgl", "async-dgl", "overlap", "sg", "bp", "dfa"):
         assert predict_epoch(rule, [UNIT] * k, workers=k, n_batches=n).seconds < seq
 
 
@@ -78,7 +78,7 @@ def test_locked_rules_do_not_gain():
 
 
 def test_communication_slows_every_parallel_rule():
-    for rule in ("bp", "dfa", "dgl", "async-dgl", "overlap", "dni"):
+    for rule in ("bp", "dfa", "dgl", "async-dgl", "overlap", "sg"):
         fast = predict_epoch(rule, [UNIT] * 3, workers=3, n_batches=20, comm=0.0).seconds
         slow = predict_epoch(rule, [UNIT] * 3, workers=3, n_batches=20, comm=1.0).seconds
         assert slow > fast

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import shared_rng
+from ..backend import check_memory, shared_rng
+
+#: The kinds of dataset: real targets (loss ``mse``) or one-hot targets (loss ``ce``).
+KINDS = ("regression", "classification")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,26 @@ class Dataset:
     y: np.ndarray
     kind: str
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown dataset kind {self.kind!r}; allowed: {', '.join(KINDS)}")
+        for name in ("x", "y"):
+            value = getattr(self, name)
+            if isinstance(value, list | tuple):  # a list is natural from Python: make it an array
+                value = np.asarray(value, dtype=float)
+                object.__setattr__(self, name, value)
+            if getattr(value, "ndim", None) != 2:
+                raise ValueError(f"{name} must be a 2-D array (samples, features), got shape "
+                                 f"{getattr(value, 'shape', type(value).__name__)}")
+        if self.x.shape[0] != self.y.shape[0]:
+            raise ValueError(f"x has {self.x.shape[0]} samples but y has {self.y.shape[0]}")
+        if self.kind == "classification":
+            y = np.asarray(self.y)
+            one_hot = bool(np.all((y == 0) | (y == 1))) and bool(np.all(y.sum(axis=1) == 1))
+            if not one_hot:
+                raise ValueError("classification targets y must be one-hot (each row one 1, the rest 0); "
+                                 "use kind='regression' for real-valued targets")
 
     @property
     def n_samples(self) -> int:
@@ -51,7 +74,7 @@ class Dataset:
 
 
 def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -89,6 +112,7 @@ def linear_teacher(n_inputs: int, n_outputs: int, singular_values: Sequence[floa
         raise ValueError(f"whitened inputs need n_samples >= n_inputs ({n_inputs}), got {n_samples}")
     if noise < 0:
         raise ValueError(f"noise must be non-negative, got {noise}")
+    check_memory(8 * 3 * n_samples * (n_inputs + n_outputs), f"a linear-teacher dataset of {n_samples} samples")
     rng = shared_rng(seed, "data")
     u = _random_orthonormal(rng, n_outputs, s.size)
     v = _random_orthonormal(rng, n_inputs, s.size)
@@ -106,6 +130,7 @@ def lillicrap_linear(n_samples: int = 1000, *, seed: int = 0, n_inputs: int = 30
     ``info["teacher"]`` holds ``T``.
     """
     n_samples = _positive_int("n_samples", n_samples)
+    check_memory(8 * 2 * n_samples * (n_inputs + n_outputs), f"the Lillicrap task with {n_samples} samples")
     rng = shared_rng(seed, "data")
     teacher = rng.uniform(-1.0, 1.0, size=(n_outputs, n_inputs))
     x = rng.normal(size=(n_samples, n_inputs))
@@ -126,6 +151,8 @@ def teacher_classification(n_samples: int = 2000, *, seed: int = 0, n_inputs: in
     n_classes = _positive_int("n_classes", n_classes)
     if n_classes < 2:
         raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+    check_memory(8 * 2 * n_samples * (n_inputs + n_hidden + 2 * n_classes),
+                 f"a teacher classification dataset of {n_samples} samples")
     rng = shared_rng(seed, "data")
     w = rng.normal(size=(n_hidden, n_inputs))
     a = rng.normal(size=(n_classes, n_hidden)) / np.sqrt(n_hidden)
