@@ -52,10 +52,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.cluster.vq import kmeans2, vq
-
-from .backend import get_namespace, namespace, shared_rng, to_device, to_host
+from .backend import blas_policy, get_namespace, namespace, shared_rng, to_device, to_host
+from .divergence import DIVERGENCE_FACTOR, Divergence, check_divergence_factor, divergence_message
+from .lazy import lazy_callable
 from .patch import (
     OPTIMIZERS,
     PatchNetwork,
@@ -67,6 +66,12 @@ from .patch import (
     patch_logits,
     train_patch_network,
 )
+
+# scipy is imported at the first call (sim.lazy: bbp list starts fast)
+fcluster = lazy_callable("scipy.cluster.hierarchy", "fcluster")
+linkage = lazy_callable("scipy.cluster.hierarchy", "linkage")
+kmeans2 = lazy_callable("scipy.cluster.vq", "kmeans2")
+vq = lazy_callable("scipy.cluster.vq", "vq")
 
 EMBEDDINGS = ("label", "hidden", "input")
 
@@ -194,6 +199,8 @@ class TrainSettings:
     ``batch_size``, ``weight_decay`` as in :func:`sim.patch.train_patch_network`.
     ``embedding``, ``kmeans_restarts`` and ``kmeans_points`` concern the layerwise
     clustering; ``top_l2``, ``top_steps`` and ``top_lr`` the default top classifier.
+    ``divergence_factor``: a member whose loss exceeds this many times its first
+    loss diverges (see :func:`sim.patch.train_patch_network`).
     """
 
     hidden: int = 32
@@ -211,6 +218,7 @@ class TrainSettings:
     top_steps: int = 300
     top_lr: float = 1.0
     dtype: str = "float64"
+    divergence_factor: float = DIVERGENCE_FACTOR
 
     def level_embedding(self, level: int) -> str:
         """The embedding of level ``level`` (0 = bottom)."""
@@ -243,6 +251,12 @@ class TrainSettings:
             raise ValueError("lr and top_lr must be positive, top_l2 and weight_decay non-negative")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_divergence_factor(self.divergence_factor)
+
+    def train_options(self) -> dict:
+        """The keyword arguments of :func:`sim.patch.train_patch_network` these settings fix."""
+        return dict(lr=self.lr, batch_size=self.batch_size, momentum=self.momentum, weight_decay=self.weight_decay,
+                    optimizer=self.optimizer, divergence_factor=self.divergence_factor)
 
 
 def _as_maps(images, n_members: int, xp, dtype: str):
@@ -392,10 +406,11 @@ def _top_features(codes: np.ndarray, n_codes: int) -> np.ndarray:
     return np.eye(n_codes)[codes].reshape(e, n, -1)
 
 
+@blas_policy()  # one BLAS thread: small products (see sim.backend)
 def fit_layerwise(images, labels, n_clusters: Sequence[int], *, n_classes: int, patch_size: int,
                   n_members: int = 1, seed: int = 0, settings: TrainSettings | None = None,
                   top_classifier: Callable | None = None, backend: str = "numpy", xp=None,
-                  label_noise: bool = False) -> LayerwiseModel:
+                  label_noise: bool = False, divergences: list | None = None) -> LayerwiseModel:
     r"""Fit the layerwise algorithm (see the module docstring) to every member at once.
 
     Parameters
@@ -418,6 +433,11 @@ def fit_layerwise(images, labels, n_clusters: Sequence[int], *, n_classes: int, 
     label_noise : bool
         Train the level networks on randomly permuted labels (a control: the
         embeddings then carry no label statistics).
+    divergences : list, optional
+        Where the members that diverge are reported (:class:`sim.divergence.Divergence`;
+        the steps count on from level to level). A diverged member's level
+        network is frozen and its non-finite embeddings are clustered as zeros,
+        so the other members go on.
     """
     settings = TrainSettings() if settings is None else settings
     xp = get_namespace(backend) if xp is None else xp
@@ -437,10 +457,13 @@ def fit_layerwise(images, labels, n_clusters: Sequence[int], *, n_classes: int, 
     for j, k in enumerate(n_clusters):
         net = init_patch_network(tuple(x.shape[-3:]), [settings.hidden], n_classes, n_members,
                                  patch_size=patch_size, seed=seeds[2 * j], kind="patch", xp=xp, dtype=settings.dtype)
-        net, _ = train_patch_network(net, x, y, steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
-                                     momentum=settings.momentum, weight_decay=settings.weight_decay,
-                                     seed=seeds[2 * j + 1], optimizer=settings.optimizer)
+        found = []
+        net, _ = train_patch_network(net, x, y, steps=settings.steps, seed=seeds[2 * j + 1], divergences=found,
+                                     **settings.train_options())
+        _report(divergences, found, j * settings.steps)
         emb = patch_embeddings(net, x, settings.level_embedding(j))
+        if found:
+            emb = np.where(np.isfinite(emb), emb, 0.0)
         level_clusterings = []
         codes = np.empty(emb.shape[:-1], dtype=np.int64)
         for m in range(n_members):
@@ -464,6 +487,12 @@ def fit_layerwise(images, labels, n_clusters: Sequence[int], *, n_classes: int, 
     if w.shape != (n_members, feats.shape[-1], n_classes):
         raise ValueError(f"top_classifier must return weights {(n_members, feats.shape[-1], n_classes)}, got {w.shape}")
     return LayerwiseModel(nets, clusterings, w, n_clusters, codes_all, settings, int(patch_size))
+
+
+def _report(divergences, found, offset: int) -> None:
+    """Add the divergences ``found`` of one trained network to ``divergences`` (if given), steps shifted by ``offset``."""
+    if divergences is not None:
+        divergences.extend(Divergence(d.member, d.step + offset, d.reason) for d in found)
 
 
 def layerwise_codes(model: LayerwiseModel, images, *, xp=None) -> list[np.ndarray]:
@@ -501,10 +530,14 @@ def accuracy_of(logits, labels) -> np.ndarray:
 # baselines
 # --------------------------------------------------------------------------------------------
 
+@blas_policy()  # one BLAS thread: small products (see sim.backend)
 def fit_end_to_end(images, labels, *, depth: int, n_classes: int, patch_size: int, n_members: int = 1,
                    seed: int = 0, settings: TrainSettings | None = None, backend: str = "numpy",
-                   xp=None) -> PatchNetwork:
-    """End-to-end BP on ``depth`` patch convolutions (``hidden`` channels each) and a flattened linear readout."""
+                   xp=None, divergences: list | None = None) -> PatchNetwork:
+    """End-to-end BP on ``depth`` patch convolutions (``hidden`` channels each) and a flattened linear readout.
+
+    Members that diverge are reported in ``divergences`` (if given), as by :func:`fit_layerwise`.
+    """
     settings = TrainSettings() if settings is None else settings
     xp = get_namespace(backend) if xp is None else xp
     x = _as_maps(images, n_members, xp, settings.dtype)
@@ -512,10 +545,11 @@ def fit_end_to_end(images, labels, *, depth: int, n_classes: int, patch_size: in
     s_init, s_batch = _level_seeds(seed, 2)
     net = init_patch_network(tuple(x.shape[-3:]), [settings.hidden] * int(depth), n_classes, n_members,
                              patch_size=patch_size, seed=s_init, kind="flatten", xp=xp, dtype=settings.dtype)
+    found = []
     net, _ = train_patch_network(net, x, _one_hot_targets(labels, n_classes, xp, settings.dtype),
-                                 steps=settings.steps * int(depth), lr=settings.lr, batch_size=settings.batch_size,
-                                 momentum=settings.momentum, weight_decay=settings.weight_decay, seed=s_batch,
-                                 optimizer=settings.optimizer)
+                                 steps=settings.steps * int(depth), seed=s_batch, divergences=found,
+                                 **settings.train_options())
+    _report(divergences, found, 0)
     return net
 
 
@@ -534,9 +568,14 @@ def _block_map(net: PatchNetwork, x):
     return evaluate_in_chunks(lambda xb: _relu(patch_forward(net, xb).preactivations[0]), x, 1024)
 
 
+@blas_policy()  # one BLAS thread: small products (see sim.backend)
 def fit_greedy(images, labels, *, depth: int, n_classes: int, patch_size: int, n_members: int = 1, seed: int = 0,
-               settings: TrainSettings | None = None, backend: str = "numpy", xp=None) -> GreedyModel:
-    """Greedy layerwise training with auxiliary linear classifiers (no clustering); see the module docstring."""
+               settings: TrainSettings | None = None, backend: str = "numpy", xp=None,
+               divergences: list | None = None) -> GreedyModel:
+    """Greedy layerwise training with auxiliary linear classifiers (no clustering); see the module docstring.
+
+    Members that diverge are reported in ``divergences`` (if given), as by :func:`fit_layerwise`.
+    """
     settings = TrainSettings() if settings is None else settings
     xp = get_namespace(backend) if xp is None else xp
     x = _as_maps(images, n_members, xp, settings.dtype)
@@ -547,9 +586,10 @@ def fit_greedy(images, labels, *, depth: int, n_classes: int, patch_size: int, n
     for j in range(int(depth)):
         net = init_patch_network(tuple(x.shape[-3:]), [settings.hidden], n_classes, n_members,
                                  patch_size=patch_size, seed=seeds[2 * j], kind="flatten", xp=xp, dtype=settings.dtype)
-        net, _ = train_patch_network(net, x, y, steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
-                                     momentum=settings.momentum, weight_decay=settings.weight_decay,
-                                     seed=seeds[2 * j + 1], optimizer=settings.optimizer)
+        found = []
+        net, _ = train_patch_network(net, x, y, steps=settings.steps, seed=seeds[2 * j + 1], divergences=found,
+                                     **settings.train_options())
+        _report(divergences, found, j * settings.steps)
         blocks.append(net)
         if j < int(depth) - 1:
             x = _block_map(net, x)
@@ -587,6 +627,9 @@ class SampleSizeComparison:
     ``accuracy[method]`` is ``(S, E)``; ``recovery`` is ``(S, levels, E)`` (adjusted
     Rand index of the layerwise clusters with the true symbols of levels ``d .. 1``,
     bottom first); ``seconds[method]`` the fitting time per sample size.
+    ``diverged`` lists the members that diverged (``"{method} n={n} member {m}:
+    {reason} at step {step}"``); their accuracy and recovery are ``nan``.
+    ``all_diverged``: every member of every fit diverged.
     """
 
     sample_sizes: np.ndarray
@@ -594,8 +637,11 @@ class SampleSizeComparison:
     recovery: np.ndarray
     seconds: dict
     methods: tuple
+    diverged: list = field(default_factory=list)
+    all_diverged: bool = False
 
 
+@blas_policy()  # one BLAS thread: small products (see sim.backend)
 def compare_on_sample_sizes(grammar, sample_sizes: Sequence[int], *, n_members: int = 2, seed: int = 0,
                             settings: TrainSettings | dict | None = None, n_test: int = 1000,
                             methods: Sequence[str] = METHODS, top_classifier: Callable | None = None,
@@ -638,9 +684,12 @@ def compare_on_sample_sizes(grammar, sample_sizes: Sequence[int], *, n_members: 
     seconds = {m: np.zeros(sizes.size) for m in methods}
     recovery = np.full((sizes.size, d, n_members), np.nan)
     common = dict(n_classes=grammar.n_classes, patch_size=s, n_members=n_members, xp=xp)
+    diverged, every = [], True
     for i, n in enumerate(sizes):
         images, labels = train_images[:, :n], np.ascontiguousarray(train_labels[:, :n])
         for method in methods:
+            found = []
+            common["divergences"] = found
             start = time.perf_counter()
             if method == "layerwise":
                 model = fit_layerwise(images, labels, n_clusters, seed=seed + i, top_classifier=top_classifier,
@@ -657,4 +706,13 @@ def compare_on_sample_sizes(grammar, sample_sizes: Sequence[int], *, n_members: 
                 logits = greedy_logits(model, test.images)
             accuracy[method][i] = accuracy_of(logits, test.labels)
             seconds[method][i] = time.perf_counter() - start
-    return SampleSizeComparison(sizes, accuracy, recovery, seconds, tuple(methods))
+            members = sorted({d.member for d in found})
+            accuracy[method][i, members] = np.nan
+            if method == "layerwise":
+                recovery[i][:, members] = np.nan
+            every = every and len(members) == n_members
+            first = {}
+            for d in found:
+                first.setdefault(d.member, d)
+            diverged += [divergence_message(f"{method} n={n}", first[m]) for m in members]
+    return SampleSizeComparison(sizes, accuracy, recovery, seconds, tuple(methods), diverged, every and bool(methods))

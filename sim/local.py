@@ -22,7 +22,7 @@ rule            gradient that updates block ``j`` (``sg`` = stop-gradient)      
 ``async-dgl``   as DGL, but :math:`h_{j-1}` is drawn from a replay buffer of ``M`` batches (F, F, F)
 ``overlap``     :math:`\partial(\ell_j + \ell_{j+1}) / \partial \theta_j`: each local       (T, F, T)
                 loss also trains the block below it (LoCo)
-``dni``         block backward from :math:`\mathrm{SG}_j(h_j)` at its output, a linear     (T, F, F)
+``sg``          block backward from :math:`\mathrm{SG}_j(h_j)` at its output, a linear     (T, F, F)
                 module regressed on the input signal of block ``j+1`` (Jaderberg 2016)
 ``cdni``        as DNI with :math:`\mathrm{SG}_j(h_j, y)` (label-conditioned)              (T, F, F)
 ==============  =====================================================================  ==================
@@ -34,7 +34,7 @@ al. (2016): ``forward`` (the block waits for the forward pass below),
 (:mod:`sim.parallel`) builds its message channels from these declarations and
 the rule's ``feedback``: DGL and greedy send nothing down; ``overlap`` needs one
 message from the block above, ``bp`` a chain of them, ``dfa`` a broadcast of
-the output error, ``dni`` / ``cdni`` the block above's input signal as their
+the output error, ``sg`` (DNI) / ``cdni`` the block above's input signal as their
 modules' regression target; a rule that is not forward-locked
 (``async-dgl``) reads a replay buffer instead of a channel.
 
@@ -789,7 +789,7 @@ BLOCK_RULES: dict[str, BlockRule] = {
                            None, True, paper="Belilovsky et al. 2020"),
     "overlap": BlockRule("overlap", "overlapping local blocks (LoCo)", Locking(True, False, True), "neighbour",
                          True, paper="Xiong et al. 2020; Laskin et al. 2020"),
-    "dni": BlockRule("dni", "synthetic gradients (DNI) between blocks", Locking(True, False, False), "synthetic",
+    "sg": BlockRule("sg", "synthetic gradients (DNI) between blocks", Locking(True, False, False), "synthetic",
                      False, paper="Jaderberg et al. 2016"),
     "cdni": BlockRule("cdni", "label-conditioned synthetic gradients (cDNI)", Locking(True, False, False),
                       "synthetic", False, paper="Jaderberg et al. 2016"),
@@ -847,9 +847,9 @@ def block_updates(rule, net: BlockNetwork, x, y, *, objective: str = "supervised
 
     Parameters
     ----------
-    rule : {"bp", "dfa", "greedy", "dgl", "async-dgl", "overlap", "dni", "cdni"}
+    rule : {"bp", "dfa", "greedy", "dgl", "async-dgl", "overlap", "sg", "cdni"}
     net : BlockNetwork
-        ``dni`` / ``cdni`` need synthetic-gradient modules as heads
+        ``sg`` / ``cdni`` need synthetic-gradient modules as heads
         (:func:`attach_synthetic_gradients`); their ``head_grads`` are the
         modules' regression gradients and ``losses[j]`` their regression losses.
     x, y : arrays

@@ -3,7 +3,9 @@ r"""Shared metrics of all rules: angles and alignments (pure functions, degrees)
 The angle between two arrays of one member is
 :math:`\arccos\big(\langle a, b\rangle / (\lVert a\rVert\,\lVert b\rVert)\big)`
 over all their non-ensemble axes, in degrees; "aligned" means below 90.
-Where either norm is zero the angle is undefined and reported as ``nan``.
+Where either norm is zero, or either array (or its squared norm) is not
+finite, as for a diverged member, the angle is undefined and reported as ``nan``,
+never a plausible number.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ def angle(a, b):
     axes = tuple(range(1, a.ndim))
     dot = xp.sum(a * b, axis=axes)
     norms = xp.sqrt(xp.sum(a * a, axis=axes) * xp.sum(b * b, axis=axes))
-    safe = xp.where(norms > 0, norms, xp.ones_like(norms))
-    cos = xp.clip(dot / safe, -1.0, 1.0)
+    defined = (norms > 0) & xp.isfinite(norms) & xp.isfinite(dot)
+    safe = xp.where(defined, norms, xp.ones_like(norms))
+    cos = xp.clip(xp.where(defined, dot, xp.zeros_like(dot)) / safe, -1.0, 1.0)
     nan = xp.full(cos.shape, math.nan, dtype=cos.dtype)
-    return xp.where(norms > 0, xp.acos(cos) * (180.0 / math.pi), nan)
+    return xp.where(defined, xp.acos(cos) * (180.0 / math.pi), nan)
 
 
 def layer_angles(first, second):

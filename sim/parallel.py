@@ -49,7 +49,7 @@ bp              ``K - 1 - j``               block ``j``'s gradient is ``K-1-j`` 
                                             (1F1B pipelining without weight stashing)
 dfa             ``K - 1 - j``               the output error reaches block ``j`` ``K-1-j``
                                             batches late
-dni, cdni       1                           the weights never wait (they follow the module's
+sg, cdni        1                           the weights never wait (they follow the module's
                                             prediction); the module's regression target from
                                             the block above is one batch late
 ==============  ==========================  ====================================================
@@ -61,6 +61,21 @@ by batch (DNI's modules then train on the target of the same batch).
 buffer of ``M`` batches (:class:`sim.local.ReplayBuffer`) at its own pace, so
 its threaded result depends on timing; its sequential schedule is a fixed tick
 pattern (``speeds``), which with ``M = 1`` and equal speeds is DGL exactly.
+
+Divergence: every block checks, for each member, the losses it computes (its
+local loss, the network loss at the top, a synthetic-gradient module's
+regression loss) and its updated parameters. A member whose loss becomes
+non-finite or exceeds ``divergence_factor`` times the block's first loss of it,
+or whose parameters become non-finite, is frozen in that block (its parameters
+stop changing) and every message the block sends for it from then on (outputs
+up, signals down, the output error, replay-buffer entries) is ``nan``, so the
+blocks it talks to freeze it too, as a function of the messages only (the
+schedule stays deterministic). :attr:`RuntimeResult.diverged` lists each
+diverged member once (its earliest step and reason, :mod:`sim.divergence`);
+its recorded losses are ``nan`` from that step on and
+:meth:`RuntimeResult.accuracy` reports ``nan`` for it. (A block that hears
+nothing from the diverging one, such as a lower DGL block when the top
+diverges, keeps training the member; the member is reported all the same.)
 
 Shutdown: a block that raises stops every worker (they see the stop event
 within ``POLL`` seconds) and the runtime raises :class:`BlockError` from the
@@ -79,9 +94,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from array_api_compat import is_numpy_namespace
 
 from .backend import COMPONENTS, SHARED_OFFSET, namespace, shared_rng, to_device, to_host
 from .data.tasks import Dataset
+from .divergence import (
+    DIVERGENCE_FACTOR,
+    LOSS_EXCEEDED,
+    LOSS_NON_FINITE,
+    WEIGHTS_NON_FINITE,
+    check_divergence_factor,
+    collect_divergences,
+)
 from .local import (
     BlockNetwork,
     BlockRule,
@@ -130,9 +154,9 @@ def blas_limit(threads: int | None):
         return
     if isinstance(threads, bool) or int(threads) != threads or threads < 1:
         raise ValueError(f"blas_threads must be a positive integer or None, got {threads!r}")
-    from threadpoolctl import threadpool_limits
+    from .backend import blas_limit as engine_blas_limit
 
-    with threadpool_limits(limits=int(threads), user_api="blas"):
+    with engine_blas_limit(int(threads)):  # also the budget of blas_policy inside (sim.backend)
         yield
 
 
@@ -261,7 +285,11 @@ class RuntimeResult:
     actions ``(block, kind, batch, start, end)`` in order of start (seconds since
     the start of training; ``batch`` counts the block's updates for ``async-dgl``), with
     ``kind`` ``"forward"`` (forward, local loss and local update) or
-    ``"backward"`` (an update from a signal sent down).
+    ``"backward"`` (an update from a signal sent down). ``diverged`` lists the
+    members that diverged (:class:`sim.divergence.Divergence`: the earliest
+    step over the blocks, a batch index, or the block's update count for
+    ``async-dgl``; greedy's stages count on from each other); their ``losses``
+    are ``nan`` from then on.
     """
 
     network: BlockNetwork
@@ -278,6 +306,18 @@ class RuntimeResult:
     updates: list
     buffer_max: list = field(default_factory=list)
     trace: list = field(default_factory=list)
+    diverged: list = field(default_factory=list)
+
+    def accuracy(self, x, y, snapshot: int | None = None) -> np.ndarray:
+        """Accuracy ``(E,)`` on ``(x, y)`` of the final network (or of snapshot ``snapshot``), ``nan`` for a
+        member that had diverged by then."""
+        net = self.network if snapshot is None else self.network_at(snapshot)
+        acc = np.array(evaluate(net, x, y), dtype=float)
+        batches = None if snapshot is None else max(s[snapshot].batches for s in self.snapshots)
+        for d in self.diverged:
+            if batches is None or d.step < batches:
+                acc[d.member] = np.nan
+        return acc
 
     def n_snapshots(self) -> int:
         return min(len(s) for s in self.snapshots)
@@ -324,7 +364,7 @@ class _Run:
 
     def __init__(self, net: BlockNetwork, plan: BatchPlan, rule: BlockRule, *, lr, delays, objective, temperature,
                  feedback, queue_size, timeout, snapshot_every, stop, block_delays, stage=None, trace=False,
-                 head_lr=None):
+                 head_lr=None, divergence_factor=DIVERGENCE_FACTOR, previous=None, step_offset=0):
         self.net, self.plan, self.rule = net, plan, rule
         self.k = net.n_blocks
         self.params = [tuple(p) for p in net.params]
@@ -356,16 +396,76 @@ class _Run:
         self.down = [_Channel(f"{j + 1}->{j}", delays[j] + 2, stop, timeout) for j in range(self.k - 1)]
         self.direct = [_Channel(f"{self.k - 1}->{j} (direct)", delays[j] + 2, stop, timeout)
                        for j in range(self.k - 1)]
+        # divergence, per block and member (device arrays): see the module docstring
+        n_members = net.n_members
+        self.divergence_factor, self.step_offset = divergence_factor, step_offset
+        self.loss_steps = [[] for _ in range(self.k)]
+        if previous is None:  # a greedy stage carries on from the stage before
+            self.alive = [xp.ones((n_members,), dtype=xp.bool) for _ in range(self.k)]
+            self.first_bad = [xp.full((n_members,), -1, dtype=xp.int64) for _ in range(self.k)]
+            self.reason = [xp.zeros((n_members,), dtype=xp.int8) for _ in range(self.k)]
+        else:
+            self.alive, self.first_bad, self.reason = list(previous.alive), list(previous.first_bad), \
+                list(previous.reason)
+        self.limit = [xp.full((n_members,), np.nan, dtype=self.params[0][0].dtype) for _ in range(self.k)]
 
     # records
     def _snapshot(self, j: int, batches: int) -> None:
         if self.snapshot_every and batches % self.snapshot_every == 0:
             self.snapshots[j].append(Snapshot(batches, time.perf_counter() - self.start, self.params[j]))
 
-    def _update(self, j: int, grads, head_grads=None) -> None:
-        self.params[j] = _sgd(self.params[j], grads, self.lr)
-        if head_grads is not None:
-            self.head_params[j] = _sgd(self.head_params[j], head_grads, self.head_lr)
+    def _update(self, j: int, s: int, grads, head_grads=None) -> None:
+        """The SGD step of block ``j`` (``grads=None``: only its head) on batch ``s``, for the members not frozen."""
+        new = None if grads is None else _sgd(self.params[j], grads, self.lr)
+        new_head = None if head_grads is None else _sgd(self.head_params[j], head_grads, self.head_lr)
+        xp = self.xp
+        finite = self.alive[j]
+        for p in [*(new or ()), *(new_head or ())]:
+            finite = finite & xp.all(xp.isfinite(p), axis=tuple(range(1, p.ndim)))
+        self._diverge(j, s, self.alive[j] & ~finite, WEIGHTS_NON_FINITE)
+        if new is not None:
+            self.params[j] = self._keep(j, self.params[j], new)
+        if new_head is not None:
+            self.head_params[j] = self._keep(j, self.head_params[j], new_head)
+
+    def _all_alive(self, j: int) -> bool:
+        return is_numpy_namespace(self.xp) and bool(np.all(self.alive[j]))  # free on numpy; elsewhere assume not
+
+    def _keep(self, j: int, old, new):
+        if self._all_alive(j):
+            return new
+        xp = self.xp
+        return tuple(xp.where(xp.reshape(self.alive[j], (-1,) + (1,) * (p.ndim - 1)), p, q) for p, q in zip(new, old))
+
+    def _diverge(self, j: int, s: int, bad, code) -> None:
+        """Freeze the members ``bad`` of block ``j`` as diverged on batch ``s`` for reason ``code``."""
+        xp = self.xp
+        self.first_bad[j] = xp.where(bad, xp.asarray(s + self.step_offset, dtype=xp.int64), self.first_bad[j])
+        self.reason[j] = xp.where(bad, xp.asarray(code, dtype=xp.int8), self.reason[j])
+        self.alive[j] = self.alive[j] & ~bad
+
+    def _check_loss(self, j: int, s: int, loss):
+        """Check block ``j``'s loss ``(E,)`` on batch ``s``; returns it, ``nan`` for the members frozen."""
+        xp = self.xp
+        finite = xp.isfinite(loss)
+        self.limit[j] = xp.where(xp.isnan(self.limit[j]),
+                                 xp.where(loss > 0, self.divergence_factor * loss, xp.inf), self.limit[j])
+        bad = self.alive[j] & ~(finite & (loss <= self.limit[j]))
+        self._diverge(j, s, bad, xp.where(finite, xp.asarray(LOSS_EXCEEDED, dtype=xp.int8),
+                                          xp.asarray(LOSS_NON_FINITE, dtype=xp.int8)))
+        return loss if self._all_alive(j) else xp.where(self.alive[j], loss, xp.full_like(loss, np.nan))
+
+    def _record_loss(self, j: int, s: int, loss) -> None:
+        self.losses[j].append(self._check_loss(j, s, loss))
+        self.loss_steps[j].append(s + self.step_offset)
+
+    def _mask(self, j: int, message):
+        """A message of block ``j`` ``(E, ...)``: ``nan`` for the members it has frozen."""
+        if message is None or self._all_alive(j):
+            return message
+        xp = self.xp
+        return xp.where(xp.reshape(self.alive[j], (-1,) + (1,) * (message.ndim - 1)), message,
+                        xp.full_like(message, np.nan))
 
     def batch(self, s: int):
         if self.x_all is not None:
@@ -382,6 +482,7 @@ class _Run:
         return h, y
 
     def _send(self, channel: _Channel, j: int, item) -> None:
+        item = (item[0], self._mask(j, item[1]), *item[2:])  # nan for the members block j has frozen
         self.waiting[j] += channel.put(item)
 
     def _pause(self, j: int) -> None:
@@ -415,12 +516,13 @@ class _Run:
             if step.signal_in is not None:
                 self._send(self.down[j - 1], j, (s, step.signal_in))
             start = time.perf_counter()
-            self._update(j, step.grads)
+            self._update(j, s, step.grads)
             self.caches[j][s] = (step.output, y)
         elif rule.local_heads or (top and rule.feedback in (None, "neighbour", "synthetic")):
             step = local_step(block, params, None if top else self.net.heads[j], self.head_params[j], h, y,
                               objective=self.objective, loss=self.net.loss, temperature=self.temperature,
                               input_signal=rule.feedback in ("neighbour", "synthetic") and j > 0)
+            self._record_loss(j, s, step.loss)
             self._pause(j)
             self.busy[j] += time.perf_counter() - start
             if not top and self.stage is None:
@@ -428,32 +530,31 @@ class _Run:
             if step.signal_in is not None:
                 self._send(self.down[j - 1], j, (s, step.signal_in))
             start = time.perf_counter()
-            self._update(j, step.grads, step.head_grads)
+            self._update(j, s, step.grads, step.head_grads)
             if self.has_backward(j):
                 self.caches[j][s] = step.cache
-            self.losses[j].append(step.loss)
         elif top and rule.feedback == "direct":  # dfa: broadcast the output error first, then update
             out, cache = block.forward(params, h)
             value, error = objective_signal("supervised", out, y, loss=self.net.loss)
+            self._record_loss(j, s, value)
             self._pause(j)
             self.busy[j] += time.perf_counter() - start
             for i in range(k - 1):
                 self._send(self.direct[i], j, (s, error))
             start = time.perf_counter()
             grads, _ = block.backward(params, cache, error, input_signal=False)
-            self._update(j, grads)
-            self.losses[j].append(value)
+            self._update(j, s, grads)
         elif top:  # bp: the network loss at the output, its signal down the chain
             out, cache = block.forward(params, h)
             value, error = objective_signal("supervised", out, y, loss=self.net.loss)
             grads, signal_in = block.backward(params, cache, error, input_signal=j > 0)
+            self._record_loss(j, s, value)
             self._pause(j)
             self.busy[j] += time.perf_counter() - start
             if j > 0:
                 self._send(self.down[j - 1], j, (s, signal_in))
             start = time.perf_counter()
-            self._update(j, grads)
-            self.losses[j].append(value)
+            self._update(j, s, grads)
         else:  # bp or dfa below the top: forward, keep the cache
             out, cache = block.forward(params, h)
             self.caches[j][s] = cache
@@ -477,8 +578,8 @@ class _Run:
         if rule.feedback == "synthetic":  # regress the module on the target the block above sent
             out, y = cache
             grads, loss = self.net.heads[j].regress(self.head_params[j], out, y, signal)
-            self.head_params[j] = _sgd(self.head_params[j], grads, self.head_lr)
-            self.losses[j].append(loss)
+            self._record_loss(j, b, loss)
+            self._update(j, b, None, grads)
             self.busy[j] += time.perf_counter() - start
             self.updates[j] += 1
             self._snapshot(j, b + 1)
@@ -492,7 +593,7 @@ class _Run:
         if pass_on:
             self._send(self.down[j - 1], j, (b, signal_in))
         start = time.perf_counter()
-        self._update(j, grads)
+        self._update(j, b, grads)
         self.busy[j] += time.perf_counter() - start
         self.updates[j] += 1
         self._snapshot(j, b + 1)
@@ -570,14 +671,15 @@ class _AsyncRun(_Run):
         step = local_step(self.net.blocks[j], self.params[j], None if top else self.net.heads[j],
                           self.head_params[j], h, y, objective=self.objective, loss=self.net.loss,
                           temperature=self.temperature)
+        count = self.updates[j]
+        self._record_loss(j, count, step.loss)
         self._pause(j)
         self.busy[j] += time.perf_counter() - start
         if not top:
-            self.buffers[j + 1].push((s, step.output, y))
+            self.buffers[j + 1].push((s, self._mask(j, step.output), y))
         start = time.perf_counter()
-        self._update(j, step.grads, step.head_grads)
+        self._update(j, count, step.grads, step.head_grads)
         self.busy[j] += time.perf_counter() - start
-        self.losses[j].append(step.loss)
         self.updates[j] += 1
         self._snapshot(j, self.updates[j])
         if j == 0 and self.updates[0] >= steps:
@@ -628,15 +730,20 @@ def async_ticks(speeds, rounds: int) -> list[int]:
 
 
 def _run_workers(run: _Run, groups: list[list[int]], worker: Callable) -> None:
-    """Run ``worker(run, group)`` for each group: in this thread for one group, else one thread each."""
+    """Run ``worker(run, group)`` for each group: in this thread for one group, else one thread each.
+
+    Floating-point warnings are off in the workers: a diverging member is found and reported instead.
+    """
     if len(groups) == 1:
-        worker(run, groups[0])
+        with np.errstate(all="ignore"):
+            worker(run, groups[0])
         return
     errors: list[tuple[list[int], BaseException]] = []
 
     def target(group):
         try:
-            worker(run, group)
+            with np.errstate(all="ignore"):
+                worker(run, group)
         except _Stopped:
             pass
         except BaseException as err:  # noqa: BLE001 - every failure must stop the others
@@ -667,7 +774,8 @@ def train_blocks(net: BlockNetwork, plan: BatchPlan, *, rule: str, lr, workers: 
                  objective: str = "supervised", temperature: float = 0.5, feedback=None, queue_size: int = 2,
                  buffer_size: int = 2, reuse_cap: int | None = None, speeds=None, block_delays=None,
                  snapshot_every: int | None = None, timeout: float = 60.0, blas_threads: int | None = 1,
-                 groups=None, feedback_seed: int = 0, trace: bool = False, head_lr=None) -> RuntimeResult:
+                 groups=None, feedback_seed: int = 0, trace: bool = False, head_lr=None,
+                 divergence_factor: float = DIVERGENCE_FACTOR) -> RuntimeResult:
     r"""Train a block network with ``rule`` on ``workers`` workers (threads) or sequentially (``workers=1``).
 
     Parameters
@@ -676,7 +784,7 @@ def train_blocks(net: BlockNetwork, plan: BatchPlan, *, rule: str, lr, workers: 
         The network; its arrays decide the backend.
     plan : BatchPlan
         The batches, in order (``plan.steps`` of them; greedy uses them once per stage).
-    rule : {"bp", "dfa", "greedy", "dgl", "async-dgl", "overlap", "dni", "cdni"}
+    rule : {"bp", "dfa", "greedy", "dgl", "async-dgl", "overlap", "sg", "cdni"}
     lr : float or array ``(E,)``
         SGD step of every block and head (non-negative; 0 freezes a member).
     head_lr : float or array ``(E,)``, optional
@@ -709,6 +817,12 @@ def train_blocks(net: BlockNetwork, plan: BatchPlan, *, rule: str, lr, workers: 
         BLAS threads during the run (default 1: one core per worker).
     trace : bool
         Record every action's start and end (:attr:`RuntimeResult.trace`).
+    divergence_factor : float
+        A member whose loss in a block exceeds this many times that block's
+        first loss of it has diverged, as one whose loss or parameters become
+        non-finite: it is frozen, reported in :attr:`RuntimeResult.diverged`,
+        and its losses and accuracy are ``nan`` from then on (see the module
+        docstring). Greater than 1; ``inf`` keeps only the non-finite checks.
 
     Returns
     -------
@@ -742,6 +856,7 @@ def train_blocks(net: BlockNetwork, plan: BatchPlan, *, rule: str, lr, workers: 
                          f"got {lr!r}")
     if not (np.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    divergence_factor = check_divergence_factor(divergence_factor)
     if snapshot_every is not None and (int(snapshot_every) != snapshot_every or snapshot_every < 1):
         raise ValueError(f"snapshot_every must be a positive integer or None, got {snapshot_every!r}")
     if block_delays is not None and (len(block_delays) != k or min(block_delays) < 0):
@@ -759,7 +874,7 @@ def train_blocks(net: BlockNetwork, plan: BatchPlan, *, rule: str, lr, workers: 
     stop = threading.Event()
     common = dict(lr=lr, delays=delays, objective=objective, temperature=temperature, feedback=feedback,
                   queue_size=queue_size, timeout=timeout, snapshot_every=snapshot_every, stop=stop,
-                  block_delays=block_delays, trace=trace, head_lr=head_lr)
+                  block_delays=block_delays, trace=trace, head_lr=head_lr, divergence_factor=divergence_factor)
     with blas_limit(blas_threads):
         start = time.perf_counter()
         if rule.name == "async-dgl":
@@ -774,7 +889,8 @@ def train_blocks(net: BlockNetwork, plan: BatchPlan, *, rule: str, lr, workers: 
         elif rule.staged:
             runs, current = [], net
             for stage in range(k):
-                run = _Run(current, plan, rule, stage=stage, **common)
+                run = _Run(current, plan, rule, stage=stage, previous=runs[-1] if runs else None,
+                           step_offset=stage * plan.steps, **common)
                 run.start = start
                 _run_workers(run, [g for g in ([j for j in grp if j <= stage] for grp in groups) if g],
                              lambda r, g: r.run_blocks(g))
@@ -789,7 +905,13 @@ def train_blocks(net: BlockNetwork, plan: BatchPlan, *, rule: str, lr, workers: 
         seconds = time.perf_counter() - start
     last = runs[-1]
     final = net.with_params(last.params, last.head_params)
+    diverged = collect_divergences(np.stack([to_host(a) for a in last.first_bad]),
+                                   np.stack([to_host(a) for a in last.reason]), divergence_factor)
     losses = [_stack_losses([value for r in runs for value in r.losses[j]]) for j in range(k)]
+    for j in range(k):  # nan from a member's divergence on, in every block
+        steps = np.asarray([t for r in runs for t in r.loss_steps[j]])
+        for d in diverged if losses[j].size else ():
+            losses[j][steps >= d.step, d.member] = np.nan
     snapshots = [[s for r in runs for s in r.snapshots[j]] for j in range(k)]
     if rule.staged:  # the network's output means something in the last stage only
         snapshots = [[Snapshot(snap.batches, snap.seconds, snap.params if j == k - 1 else last.params[j])
@@ -798,7 +920,7 @@ def train_blocks(net: BlockNetwork, plan: BatchPlan, *, rule: str, lr, workers: 
                          [sum(r.busy[j] for r in runs) for j in range(k)],
                          [sum(r.waiting[j] for r in runs) for j in range(k)],
                          [sum(r.updates[j] for r in runs) for j in range(k)], buffer_max,
-                         sorted((t for r in runs for t in (r.trace or [])), key=lambda t: t[3]))
+                         sorted((t for r in runs for t in (r.trace or [])), key=lambda t: t[3]), diverged)
 
 
 def _stack_losses(values) -> np.ndarray:

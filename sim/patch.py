@@ -41,8 +41,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from array_api_compat import is_numpy_namespace
 
 from .backend import get_namespace, member_rngs, namespace, shared_rng, to_device, to_host
+from .divergence import (
+    DIVERGENCE_FACTOR,
+    LOSS_EXCEEDED,
+    LOSS_NON_FINITE,
+    WEIGHTS_NON_FINITE,
+    check_divergence_factor,
+    collect_divergences,
+)
 
 READOUTS = ("flatten", "pool", "patch")
 
@@ -396,7 +405,8 @@ OPTIMIZERS = ("sgd", "adam")
 
 def train_patch_network(net: PatchNetwork, x, y, *, steps: int, lr: float, batch_size: int | None = 64,
                         momentum: float = 0.9, weight_decay: float = 0.0, seed: int = 0, trainable=None,
-                        record_every: int | None = None, optimizer: str = "sgd"):
+                        record_every: int | None = None, optimizer: str = "sgd",
+                        divergence_factor: float = DIVERGENCE_FACTOR, divergences: list | None = None):
     r"""Minibatch SGD with heavy-ball momentum on every member at once.
 
     .. math:: v \leftarrow \mu v + \nabla L + \lambda \theta, \qquad \theta \leftarrow \theta - \eta v
@@ -407,6 +417,12 @@ def train_patch_network(net: PatchNetwork, x, y, *, steps: int, lr: float, batch
     minibatches come from the run's ``"batches"`` stream (the same indices for every
     member). Returns the trained network and the minibatch losses ``(T, E)`` (host)
     every ``record_every`` steps (default ``max(1, steps // 50)``).
+
+    A member diverges when its minibatch loss becomes non-finite or exceeds
+    ``divergence_factor`` times its first one, or its parameters become
+    non-finite (checked at every record): it is frozen from that step on, its
+    recorded losses are ``nan``, and a :class:`sim.divergence.Divergence` is
+    appended to ``divergences`` when that list is given.
     """
     if isinstance(steps, bool) or int(steps) != steps or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
@@ -416,6 +432,7 @@ def train_patch_network(net: PatchNetwork, x, y, *, steps: int, lr: float, batch
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be non-negative, got {weight_decay!r}")
+    divergence_factor = check_divergence_factor(divergence_factor)
     xp = namespace(x, y, net.readout)
     n = x.shape[-4]
     if y.shape[-2] != n or y.shape[-1] != net.n_classes:
@@ -435,6 +452,16 @@ def train_patch_network(net: PatchNetwork, x, y, *, steps: int, lr: float, batch
     full = batch_size is None or batch_size >= n
     perm, pos = None, n
     losses = []
+    n_members = net.n_members
+    alive = xp.ones((n_members,), dtype=xp.bool)
+    first_bad = xp.full((n_members,), -1, dtype=xp.int64)
+    reason = xp.zeros((n_members,), dtype=xp.int8)
+    limit = xp.full((n_members,), np.nan, dtype=params[0].dtype)
+
+    def diverge(bad, code, step):
+        return (alive & ~bad, xp.where(bad, xp.asarray(step, dtype=xp.int64), first_bad),
+                xp.where(bad, xp.asarray(code, dtype=xp.int8), reason))
+
     for step in range(int(steps)):
         if full:
             xb, yb = x, y
@@ -446,8 +473,18 @@ def train_patch_network(net: PatchNetwork, x, y, *, steps: int, lr: float, batch
             xb, yb = _take(x, idx, 4), _take(y, idx, 2)
         current = net.with_parameters(params)
         loss, grads = patch_gradients(current, xb, yb, trainable=trainable)
+        finite = xp.isfinite(loss)
+        limit = xp.where(xp.isnan(limit), xp.where(loss > 0, divergence_factor * loss, xp.inf), limit)
+        alive, first_bad, reason = diverge(alive & ~(finite & (loss <= limit)),
+                                           xp.where(finite, xp.asarray(LOSS_EXCEEDED, dtype=xp.int8),
+                                                    xp.asarray(LOSS_NON_FINITE, dtype=xp.int8)), step)
         if step % record_every == 0:
-            losses.append(to_host(loss))
+            ok = alive
+            for p in params:
+                ok = ok & xp.all(xp.isfinite(p), axis=tuple(range(1, p.ndim)))
+            alive, first_bad, reason = diverge(alive & ~ok, WEIGHTS_NON_FINITE, step)
+            losses.append(to_host(xp.where(alive, loss, xp.full_like(loss, np.nan))))
+        before = list(params)
         for i, g in enumerate(grads):
             if not train_mask[i] or g is None:
                 continue
@@ -462,6 +499,11 @@ def train_patch_network(net: PatchNetwork, x, y, *, steps: int, lr: float, batch
                 v_hat = velocity[i] / (1 - momentum ** (step + 1))
                 s_hat = second[i] / (1 - 0.999 ** (step + 1))
                 params[i] = params[i] - lr * v_hat / (xp.sqrt(s_hat) + 1e-8)
+        if not (is_numpy_namespace(xp) and bool(np.all(alive))):  # frozen members keep their parameters
+            params = [p if p is q else xp.where(xp.reshape(alive, (-1,) + (1,) * (p.ndim - 1)), p, q)
+                      for p, q in zip(params, before)]
+    if divergences is not None:
+        divergences.extend(collect_divergences(to_host(first_bad), to_host(reason), divergence_factor))
     return net.with_parameters(params), np.asarray(losses).reshape(-1, net.n_members)
 
 

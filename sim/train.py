@@ -26,9 +26,16 @@ updated by the rule's ``update_modules`` hook on every step, from the same
 forward pass as the weight update; the final modules are returned in
 :attr:`TrainResult.modules`.
 
-A member whose loss becomes non-finite is frozen from that step on (its weights
-stop changing) and listed in :attr:`TrainResult.diverged` with the step and
-reason; the others go on. No host synchronisation happens between records.
+A member *diverges* when its training loss becomes non-finite, when its loss
+exceeds ``divergence_factor`` (default :data:`DIVERGENCE_FACTOR`, ``1e3``) times
+its loss at the first step, or when its weights become non-finite (checked at
+every record, one reduction per layer). It is frozen from that step on (its
+weights stop changing) and listed in :attr:`TrainResult.diverged` with the step
+and reason (:func:`divergence_message` words them); the others go on. Every
+recorded metric of a diverged member is ``nan`` from its divergence on (the
+loss, accuracies, angles, weight alignment, norms), never a plausible number.
+The check reuses the loss the step computes: no host synchronisation happens
+between records.
 
 On numpy, an ensemble with enough work per step is split over the CPUs by
 members (:class:`Stepper`, :func:`member_threads`), and so are the records
@@ -38,14 +45,15 @@ bit, only faster.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from array_api_compat import is_numpy_namespace
-from tqdm.auto import tqdm
 
 from .backend import (
+    blas_policy,
     blas_threads,
     check_seed,
     column_major,
@@ -56,20 +64,25 @@ from .backend import (
     to_host,
     tune_allocator,
 )
+from . import interrupt
 from .data import Dataset
 from .metrics import dfa_weight_alignment, fa_weight_alignment, layer_angles, weight_norms
 from .network import Network
 from .nn import accuracy, check_loss
+from .progress import progress_bar
+from .divergence import (  # noqa: F401 - Divergence and the helpers are part of the trainer's interface
+    DIVERGENCE_FACTOR,
+    LOSS_EXCEEDED,
+    LOSS_NON_FINITE,
+    WEIGHTS_NON_FINITE,
+    Divergence,
+    check_divergence_factor,
+    collect_divergences,
+    divergence_message,
+    divergence_reason,
+    mask_diverged,
+)
 from .rules import Updates, get_rule, rule_updates, step_flops, validate_inputs
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """Where and why a member stopped: ``step`` is the first step whose loss was non-finite."""
-
-    member: int
-    step: int
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,9 @@ class TrainResult:
 
 
 def _member_array(value, n_members: int, name: str) -> np.ndarray:
+    if isinstance(value, str | bytes) or np.asarray(value).dtype.kind not in "iuf":  # not "0.1", not True
+        raise ValueError(f"{name} must be a non-negative finite number or one per member ({n_members}), "
+                         f"got {value!r}")
     arr = np.asarray(value, dtype=float)
     if arr.ndim == 0:
         arr = np.full(n_members, float(arr))
@@ -185,8 +201,11 @@ class TrainState:
 
     ``weights`` and ``biases`` (or ``None``) are the parameters, ``velocity``
     the momentum buffers (``None`` without momentum), ``alive`` ``(E,)`` whether
-    a member still trains, ``first_bad`` ``(E,)`` the step at which its loss
-    became non-finite (``-1``: never), ``modules`` a rule's trained modules.
+    a member still trains, ``first_bad`` ``(E,)`` the step at which it diverged
+    (``-1``: never), ``reason`` ``(E,)`` why (a code of :func:`divergence_reason`,
+    0: alive), ``limit`` ``(E,)`` the loss bound (``nan`` until the first step
+    sets it to ``divergence_factor`` times the member's loss), ``modules`` a
+    rule's trained modules.
     """
 
     weights: list
@@ -195,6 +214,18 @@ class TrainState:
     alive: object
     first_bad: object
     modules: object = None
+    reason: object = None
+    limit: object = None
+    limit_set: bool = False  # every member's limit is set (an optimisation: then the step skips setting it)
+
+    def __post_init__(self):
+        if self.reason is None or self.limit is None:
+            xp = namespace(*self.weights)
+            n_members = self.weights[0].shape[0]
+            if self.reason is None:
+                self.reason = xp.zeros((n_members,), dtype=xp.int8)
+            if self.limit is None:
+                self.limit = xp.full((n_members,), math.nan, dtype=self.weights[0].dtype)
 
     @classmethod
     def start(cls, weights, biases=None, *, momentum: float = 0.0, modules=None) -> TrainState:
@@ -208,10 +239,23 @@ class TrainState:
     def members(self, part: slice) -> TrainState:
         """The members ``part`` (views on numpy; the modules are not split)."""
         return TrainState(_part(self.weights, part), _part(self.biases, part), _part(self.velocity, part),
-                          self.alive[part], self.first_bad[part], self.modules)
+                          self.alive[part], self.first_bad[part], self.modules, self.reason[part], self.limit[part],
+                          self.limit_set)
 
     def arrays(self) -> list:
-        return [*self.weights, *(self.biases or []), *(self.velocity or []), self.alive, self.first_bad]
+        return [*self.weights, *(self.biases or []), *(self.velocity or []), self.alive, self.first_bad,
+                self.reason, self.limit]
+
+    def check_weights(self, step: int) -> TrainState:
+        """Freeze the members alive whose weights (or biases) are not all finite, as diverged at ``step``."""
+        xp = namespace(*self.weights)
+        finite = self.alive
+        for p in [*self.weights, *(self.biases or [])]:
+            finite = finite & xp.all(xp.isfinite(p), axis=tuple(range(1, p.ndim)))
+        bad = self.alive & ~finite
+        return replace(self, alive=self.alive & ~bad,
+                       first_bad=xp.where(bad, xp.asarray(step, dtype=xp.int64), self.first_bad),
+                       reason=xp.where(bad, xp.asarray(WEIGHTS_NON_FINITE, dtype=xp.int8), self.reason))
 
 
 def _part(arrays, part: slice):
@@ -224,11 +268,13 @@ def feedback_part(feedback, part: slice):
 
 
 def train_step(state: TrainState, x, y, *, step: int, rule, activation: str, loss: str, lr, momentum: float = 0.0,
-               feedback=None) -> tuple[TrainState, Updates]:
+               feedback=None, divergence_factor: float = DIVERGENCE_FACTOR) -> tuple[TrainState, Updates]:
     """One SGD step of every member on the batch ``(x, y)``: the trainer's loop body.
 
     The rule's updates scaled by ``lr`` ``(E,)`` (without input checks), the
-    finite-loss check and divergence bookkeeping, momentum, the rule's module
+    divergence check on the step's loss (non-finite, or above ``state.limit``,
+    which the first step sets to ``divergence_factor`` times the loss) and its
+    bookkeeping, momentum, the rule's module
     update (on the pre-update weights) and :func:`sgd_step`. Returns the new
     state and the step's :class:`sim.rules.Updates`. On numpy, while every member
     is alive, the parameters are updated in place.
@@ -237,9 +283,16 @@ def train_step(state: TrainState, x, y, *, step: int, rule, activation: str, los
     xp = namespace(*state.weights)
     upd = rule_updates(rule, state.weights, x, y, activation=activation, loss=loss, feedback=feedback,
                        biases=state.biases, validate=False, modules=state.modules, scale=lr)
-    finite = xp.isfinite(upd.loss)
-    first_bad = xp.where(state.alive & ~finite, xp.asarray(step, dtype=xp.int64), state.first_bad)
-    alive = state.alive & finite
+    limit = state.limit
+    if not state.limit_set:  # the first step sets the bound (none from a zero loss; a nan loss gives inf)
+        limit = xp.where(xp.isnan(limit), xp.where(upd.loss > 0, divergence_factor * upd.loss, math.inf), limit)
+    bad = state.alive & ~(upd.loss < limit)  # limit is never nan: this is false for a nan or inf loss too
+    alive, first_bad, reason = state.alive, state.first_bad, state.reason
+    if not is_numpy_namespace(xp) or bool(xp.any(bad)):  # a free host check on numpy
+        first_bad = xp.where(bad, xp.asarray(step, dtype=xp.int64), first_bad)
+        reason = xp.where(bad, xp.where(xp.isfinite(upd.loss), xp.asarray(LOSS_EXCEEDED, dtype=xp.int8),
+                                        xp.asarray(LOSS_NON_FINITE, dtype=xp.int8)), reason)
+        alive = alive & ~bad
     moves = upd.weights + (upd.biases or [])  # eta * dW
     velocity = state.velocity
     if velocity is not None:
@@ -252,7 +305,7 @@ def train_step(state: TrainState, x, y, *, step: int, rule, activation: str, los
     n_weights = len(state.weights)
     params = sgd_step(state.weights + (state.biases or []), moves, alive)
     biases = None if state.biases is None else params[n_weights:]
-    return TrainState(params[:n_weights], biases, velocity, alive, first_bad, modules), upd
+    return TrainState(params[:n_weights], biases, velocity, alive, first_bad, modules, reason, limit, True), upd
 
 
 def member_threads(xp, rule, sizes, n_members: int, batch: int) -> int:
@@ -343,11 +396,12 @@ class Stepper:
     """
 
     def __init__(self, state: TrainState, *, rule, activation: str, loss: str, lr, momentum: float = 0.0,
-                 feedback=None, threads: int = 1):
+                 feedback=None, threads: int = 1, divergence_factor: float = DIVERGENCE_FACTOR):
         self.state = state
         self.feedback = feedback
         self.lr = lr
-        self.settings = dict(rule=get_rule(rule), activation=activation, loss=loss, momentum=momentum)
+        self.settings = dict(rule=get_rule(rule), activation=activation, loss=loss, momentum=momentum,
+                             divergence_factor=divergence_factor)
         self.members = MemberThreads(state.weights[0].shape[0], threads)
         if self.threads > 1 and state.modules is not None:
             raise ValueError("a rule with trained modules runs on one thread (threads=1)")
@@ -371,6 +425,7 @@ class Stepper:
                                        **self.settings)
         else:
             self.members.run(lambda part: self._step_part(part, x, y, step))
+            self.state.limit_set = True
 
     def _step_part(self, part: slice, x, y, step: int) -> None:
         views = self.state.members(part)
@@ -397,7 +452,8 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
           batch_size: int | None = None, loss: str | None = None, feedback=None, seed: int = 0,
           record_every: int | None = None, observe_on: Dataset | None = None, probe: str | None = None,
           progress: bool | None = None, dtype: str | None = None, modules=None,
-          module_settings: dict | None = None, threads: int | None = None) -> TrainResult:
+          module_settings: dict | None = None, threads: int | None = None,
+          divergence_factor: float = DIVERGENCE_FACTOR) -> TrainResult:
     """Train every member of ``network`` on ``data`` with ``rule`` by SGD.
 
     Parameters
@@ -444,6 +500,12 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         Default: :func:`member_threads`, which splits only work with enough
         matmuls per thread: a step on the batch, a record on the observation
         set. The weights and metrics do not depend on it, bit for bit.
+    divergence_factor : float
+        A member whose loss exceeds this many times its loss at the first
+        step has diverged (as one whose loss or weights become non-finite):
+        it is frozen, listed in :attr:`TrainResult.diverged` and its metrics
+        are ``nan`` from then on. Greater than 1; ``inf`` keeps only the
+        non-finite checks. Default :data:`DIVERGENCE_FACTOR` (``1e3``).
     """
     rule = get_rule(rule)
     loss = ("ce" if data.kind == "classification" else "mse") if loss is None else check_loss(loss)
@@ -455,6 +517,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     if batch_size is not None and not _whole_number(batch_size, 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     check_seed(seed)
+    divergence_factor = check_divergence_factor(divergence_factor)
     if threads is not None and not _whole_number(threads, 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     record_every = max(1, steps // 100) if record_every is None else record_every
@@ -491,7 +554,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         return member_threads(xp, rule, network.sizes, n_members, n_samples) if threads is None else threads
 
     stepper = Stepper(state, rule=rule, activation=network.activation, loss=loss, lr=to_device(lrs, xp, dtype),
-                      momentum=momentum, feedback=feedback,
+                      momentum=momentum, feedback=feedback, divergence_factor=divergence_factor,
                       threads=split(data.n_samples if batch_size is None else min(batch_size, data.n_samples)))
     observers = MemberThreads(n_members, split(obs.n_samples))  # the records split members too
     records, recorded_steps = [], []
@@ -503,6 +566,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         return replace(network, weights=tuple(st.weights), biases=None if st.biases is None else tuple(st.biases))
 
     def record(step):
+        stepper.state = stepper.state.check_weights(step)
         net, parts = current(), {}
 
         def measure(part):
@@ -516,31 +580,42 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         records.append({k: np.concatenate([to_host(m[k]) for m in measured]) for k in measured[0]})
         recorded_steps.append(step)
 
-    with np.errstate(all="ignore"), stepper, observers, tqdm(total=steps, disable=not show,
-                                                             desc=f"train {rule.name}", unit="step") as bar:
-        for step in range(steps):
-            if step % record_every == 0:
-                record(step)
-                if not bool(xp.any(stepper.state.alive)):
-                    break
-            idx = next(batches)
-            if idx is None:
-                xb, yb = x_all, y_all
+    # BLAS threads (sim.backend.blas_policy): judged by the largest product, on the batch or the observation set
+    largest_product = 2 * max(obs.n_samples, data.n_samples if batch_size is None else min(batch_size, data.n_samples)) \
+        * max(a * b for a, b in zip(network.sizes, network.sizes[1:]))
+    try:
+        with np.errstate(all="ignore"), blas_policy(largest_product), stepper, observers, interrupt.polling(), \
+                progress_bar(total=steps, disable=not show, desc=f"train {rule.name}", unit="step") as bar:
+            for step in range(steps):
+                interrupt.check()  # a signal stops the loop here, between whole steps
+                if step % record_every == 0:
+                    record(step)
+                    if not bool(xp.any(stepper.state.alive)):
+                        break
+                idx = next(batches)
+                if idx is None:
+                    xb, yb = x_all, y_all
+                else:
+                    idx_dev = xp.asarray(idx)
+                    xb, yb = xp.take(x_all, idx_dev, axis=0), xp.take(y_all, idx_dev, axis=0)
+                stepper(xb, yb, step)
+                bar.update(1)
             else:
-                idx_dev = xp.asarray(idx)
-                xb, yb = xp.take(x_all, idx_dev, axis=0), xp.take(y_all, idx_dev, axis=0)
-            stepper(xb, yb, step)
-            bar.update(1)
-        else:
-            record(steps)
+                record(steps)
+    except interrupt.RunInterrupted:  # keep the records so far for the shell (sim.interrupt.journal)
+        metrics = {k: np.stack([r[k] for r in records]) for k in records[0]} if records else {}
+        interrupt.record(rule.name, TrainResult(current(), np.asarray(recorded_steps), metrics, [], feedback,
+                                                stepper.state.modules))
+        raise
     final_loss = records[-1]["loss"]
     first_bad = to_host(stepper.state.first_bad)
-    alive_host = to_host(stepper.state.alive)
-    diverged = []
-    for m in range(n_members):
-        if first_bad[m] >= 0:
-            diverged.append(Divergence(m, int(first_bad[m]), "loss became non-finite (nan or inf)"))
-        elif alive_host[m] and not np.isfinite(final_loss[m]):
-            diverged.append(Divergence(m, recorded_steps[-1], "loss on the observation set became non-finite"))
-    metrics = {k: np.stack([r[k] for r in records]) for k in records[0]}
-    return TrainResult(current(), np.asarray(recorded_steps), metrics, diverged, feedback, stepper.state.modules)
+    reasons = to_host(stepper.state.reason)
+    diverged = collect_divergences(first_bad, reasons, divergence_factor)
+    for m in range(n_members):  # finite on the training batches, not on the observation set
+        if first_bad[m] < 0 and not np.isfinite(final_loss[m]):
+            diverged.append(Divergence(m, recorded_steps[-1], divergence_reason(LOSS_NON_FINITE)))
+    diverged.sort(key=lambda d: d.member)
+    metrics = mask_diverged({k: np.stack([r[k] for r in records]) for k in records[0]}, recorded_steps, diverged)
+    result = TrainResult(current(), np.asarray(recorded_steps), metrics, diverged, feedback, stepper.state.modules)
+    interrupt.record(rule.name, result)
+    return result

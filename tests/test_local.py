@@ -431,10 +431,10 @@ def test_synthetic_gradient_module_regression_is_the_gradient():
 def test_dni_starts_with_zero_updates_and_needs_modules():
     net, x, y = _instance(3)
     with pytest.raises(ValueError, match="attach_synthetic_gradients"):
-        local.block_updates("dni", net, x, y)
+        local.block_updates("sg", net, x, y)
     dni = local.attach_synthetic_gradients(net)
     assert all(np.all(p == 0) for h in dni.head_params[:-1] for p in h)
-    upd = local.block_updates("dni", dni, x, y)
+    upd = local.block_updates("sg", dni, x, y)
     for j in range(net.n_blocks - 1):
         assert all(np.all(g == 0) for g in upd.grads[j])  # zero modules predict a zero gradient
         assert upd.head_grads[j] is not None and upd.losses[j].shape == (2,)

@@ -42,12 +42,12 @@ def worker_threads():
 
 def build_for(rule, **kwargs):
     net = build(**kwargs)
-    if rule in ("dni", "cdni"):
+    if rule in ("sg", "cdni"):
         net = local.attach_synthetic_gradients(net, conditioned=rule == "cdni")
     return net
 
 
-@pytest.mark.parametrize("rule", ["dgl", "overlap", "bp", "dfa", "greedy", "dni", "cdni"])
+@pytest.mark.parametrize("rule", ["dgl", "overlap", "bp", "dfa", "greedy", "sg", "cdni"])
 @pytest.mark.parametrize("pipelined", [True, False])
 def test_any_number_of_workers_gives_the_sequential_schedule(rule, pipelined):
     runs = [parallel.train_blocks(build_for(rule), plan(), rule=rule, lr=0.1, workers=w, pipelined=pipelined,
@@ -96,13 +96,13 @@ def test_locked_bp_runtime_equals_the_trainer():
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("rule", ["dni", "cdni"])
+@pytest.mark.parametrize("rule", ["sg", "cdni"])
 def test_locked_dni_runtime_equals_the_trainers_synthetic_gradients(rule):
     """Block-level DNI on one-layer blocks is sim.rules' sg / cdni with bootstrapped module targets."""
     res = parallel.train_blocks(build_for(rule), plan(24, batch=32), rule=rule, lr=0.05, head_lr=0.1, workers=2,
                                 pipelined=False)
     plain = init_network(SIZES, 2, seed=1, activation="tanh")
-    ref = train(plain, DATA, rule="sg" if rule == "dni" else "cdni", steps=24, lr=0.05, batch_size=32, seed=3,
+    ref = train(plain, DATA, rule=rule, steps=24, lr=0.05, batch_size=32, seed=3,
                 progress=False, module_settings={"target": "bootstrap", "lr": 0.1})
     for a, b in zip(local.to_network(res.network).weights, ref.network.weights):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
@@ -267,7 +267,7 @@ def test_feedback_delays():
     assert parallel.feedback_delays("bp", 3) == (2, 1, 0)
     assert parallel.feedback_delays("dfa", 3) == (2, 1, 0)
     assert parallel.feedback_delays("bp", 3, pipelined=False) == (0, 0, 0)
-    assert parallel.feedback_delays("dni", 3) == (1, 1, 0)
+    assert parallel.feedback_delays("sg", 3) == (1, 1, 0)
 
 
 def test_batch_plan():
