@@ -24,8 +24,10 @@ ensemble size.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -177,22 +179,110 @@ def cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-@functools.cache
-def _blas_libraries():
-    from threadpoolctl import ThreadpoolController
+_BLAS_FOUND: dict = {"modules": -1, "controller": None}
 
-    return ThreadpoolController().select(user_api="blas")  # found once: its queries then cost microseconds
+
+def _blas_libraries():
+    """The BLAS libraries loaded (``threadpoolctl``), found again only after new imports (a scan costs ~1 ms)."""
+    if _BLAS_FOUND["modules"] != len(sys.modules):
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_FOUND["controller"] = ThreadpoolController().select(user_api="blas")
+        _BLAS_FOUND["modules"] = len(sys.modules)
+    return _BLAS_FOUND["controller"]
+
+
+@functools.cache
+def _load_scipy_blas() -> None:
+    """Load scipy's BLAS: its wheels bundle their own OpenBLAS beside numpy's, and a limit covers only what is loaded."""
+    try:
+        import scipy.linalg  # noqa: F401  (about 0.2 s, once per process that enters blas_policy)
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        pass
+
+
+#: Work of one matrix product (FLOPs, ``2 m k n``) from which the engine lets BLAS
+#: use more than one thread (:func:`blas_policy`). Measured on the project's 2-core
+#: machine (OpenBLAS): on a quiet machine two BLAS threads halve the time of a
+#: product from about 4 MFLOP on, but with two other busy processes on the cores
+#: they made products of 4-270 MFLOP 2-150x *slower* (a BLAS thread spins or waits
+#: for a core at every product); from about 500 MFLOP on (12 ms on one core)
+#: two threads were no slower under load and about 2x faster on a quiet machine.
+BLAS_MIN_FLOPS = 5e8
+
+#: The engine's own BLAS limits in effect, innermost last: ``(budget, limit)``.
+_ENGINE_LIMITS: list[tuple[int, int]] = []
+
+
+def _blas_limit_now() -> int:
+    return min((lib.num_threads for lib in _blas_libraries().lib_controllers), default=cpu_count())
 
 
 def blas_threads() -> int:
-    """The threads the loaded BLAS libraries may use now (the smallest limit; :func:`cpu_count` if none is found).
+    """The threads BLAS may use as set from outside the engine (:func:`cpu_count` if no BLAS is found).
 
     It follows ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` and any
     ``threadpoolctl`` limit in effect, as set by whoever runs several
     processes or threads at once (``make test``, Dask workers, the
-    layer-parallel runtime).
+    layer-parallel runtime), but not the engine's own limit of
+    :func:`blas_policy`: inside it this is the budget the policy started from
+    (the smallest limit when no policy is in effect). The trainer's member
+    threads (:func:`sim.train.member_threads`) never exceed it.
     """
-    return min((lib.num_threads for lib in _blas_libraries().lib_controllers), default=cpu_count())
+    now = _blas_limit_now()
+    if _ENGINE_LIMITS and now == _ENGINE_LIMITS[-1][1]:
+        return _ENGINE_LIMITS[-1][0]
+    return now
+
+
+@contextlib.contextmanager
+def blas_policy(flops_per_product: float | None = None):
+    """The engine's BLAS threading, process-wide, inside the block (also a decorator); yields the BLAS threads.
+
+    One BLAS thread, unless the work's matrix products are large: with
+    ``flops_per_product`` (``2 m k n`` of its largest single product, one
+    member's) at least :data:`BLAS_MIN_FLOPS`, BLAS may use the budget,
+    ``min(cpu_count(), blas_threads())``. Small products gain little from
+    BLAS threads on a quiet machine and lose many times over when the cores
+    are shared (see :data:`BLAS_MIN_FLOPS`); where the engine runs its own
+    threads (member threads, block workers) they are single-threaded anyway.
+    It never raises the threads above a limit set from outside
+    (``OPENBLAS_NUM_THREADS``, a caller's ``threadpoolctl`` limit), and nested
+    policies see the same budget, so an experiment runs under one thread and
+    a ``train`` inside it with large products may use the budget. Used by
+    ``bbp run`` / ``verify`` / ``bench`` (:func:`sim.experiments.run_experiment`,
+    :func:`theory.claims.verify`, :func:`sim.bench.run_bench`), :func:`sim.train.train`
+    and the layerwise runtime.
+    """
+    budget = max(1, min(cpu_count(), blas_threads()))
+    threads = budget if flops_per_product is not None and flops_per_product >= BLAS_MIN_FLOPS else 1
+    with _engine_limit(budget, threads):
+        yield threads
+
+
+def blas_limit(threads: int):
+    """BLAS limited to ``threads`` inside the block, which is also the budget of any :func:`blas_policy` in it.
+
+    For code that runs its own worker threads (the layer-parallel runtime,
+    :func:`sim.parallel.blas_limit`): work nested in a worker sees ``threads``
+    as what it may use.
+    """
+    return _engine_limit(int(threads), int(threads))
+
+
+@contextlib.contextmanager
+def _engine_limit(budget: int, threads: int):
+    _load_scipy_blas()  # so that the limit covers it, although the engine imports scipy lazily (sim.lazy)
+    if not _blas_libraries().lib_controllers:
+        yield threads
+        return
+    entry = (budget, threads)
+    _ENGINE_LIMITS.append(entry)
+    try:
+        with _blas_libraries().limit(limits=threads, user_api="blas"):
+            yield threads
+    finally:
+        _ENGINE_LIMITS.remove(entry)  # equal entries are interchangeable
 
 
 def member_rngs(seed: int, n_members: int, component: str) -> list[np.random.Generator]:
@@ -213,6 +303,41 @@ def shared_rng(seed: int, component: str) -> np.random.Generator:
     check_seed(seed)
     c = COMPONENTS.index(component)
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SHARED_OFFSET + c,)))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation now: ``MemAvailable`` of ``/proc/meminfo``, else ``sysconf``.
+
+    ``None`` where the system does not say.
+    """
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse, before allocating, work that needs more memory than is available.
+
+    ``nbytes`` is a (generous) estimate of what ``what`` will allocate; raises
+    ``ValueError`` with the estimate and the memory available when it does not
+    fit. Does nothing where the available memory is unknown.
+    """
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise ValueError(f"{what} needs about {_gib(nbytes)} of memory, but only {_gib(available)} is available; "
+                         f"use fewer members (seeds), narrower layers or fewer samples")
 
 
 def check_seed(seed) -> None:

@@ -62,6 +62,7 @@ from .backend import DTYPES, column_major, get_dtype, get_namespace, to_device
 from .network import init_network
 from .nn import check_activation, check_loss
 from .rules import draw_feedback, get_rule, step_flops, step_matmul_shapes
+from .bench_load import LoadCase, bench_under_load, format_load
 from .train import MemberThreads, Stepper, TrainState, member_threads
 
 SCHEMA = "bbp-bench/1"
@@ -328,17 +329,19 @@ def bench_case(case: BenchCase, *, xp, dtype: str, quick: bool = False, seed: in
         workloads["matmul_threads"] = _matmul_reference(case, xp, dtype, seed, threads)
     _progress(progress, f"{label}: warm-up")
     started = time.perf_counter()
-    for work in workloads.values():
-        work.calibrate(settings["warmup"], settings["seconds"])
     n_repeats = 0
-    for r in range(settings["repeats"]):
-        if r >= 2 and time.perf_counter() - started > settings["case_budget"]:
-            _progress(progress, f"{label}: over the time budget, stopping after {r} repeats")
-            break
-        _progress(progress, f"{label}: repeat {r + 1}/{settings['repeats']}")
+    # every workload under the BLAS threads train() would use for these products (sim.backend.blas_policy)
+    with backend_module.blas_policy(2 * case.batch * case.width ** 2) as blas:
         for work in workloads.values():
-            work.measure()
-        n_repeats += 1
+            work.calibrate(settings["warmup"], settings["seconds"])
+        for r in range(settings["repeats"]):
+            if r >= 2 and time.perf_counter() - started > settings["case_budget"]:
+                _progress(progress, f"{label}: over the time budget, stopping after {r} repeats")
+                break
+            _progress(progress, f"{label}: repeat {r + 1}/{settings['repeats']}")
+            for work in workloads.values():
+                work.measure()
+            n_repeats += 1
 
     flops = step_flops(case.rule, case.sizes, n_members, case.batch)
     step_s = workloads["engine"].best
@@ -355,6 +358,7 @@ def bench_case(case: BenchCase, *, xp, dtype: str, quick: bool = False, seed: in
         "sizes": list(case.sizes), "rule": get_rule(case.rule).name, "activation": case.activation,
         "loss": case.loss, "dtype": dtype,
         "threads": threads,
+        "blas_threads": blas,
         "flops_per_step": flops,
         "seconds_per_step": step_s,
         "steps_per_s": steps_per_s,
@@ -392,7 +396,7 @@ def bench_case(case: BenchCase, *, xp, dtype: str, quick: bool = False, seed: in
 
 def run_bench(*, quick: bool = False, backend: str = "numpy", dtype: str = "float64", progress: bool = True,
               cases: Sequence[BenchCase] | None = None, repeats: int | None = None,
-              seconds: float | None = None, seed: int = 0) -> dict:
+              seconds: float | None = None, seed: int = 0, load: LoadCase | bool | None = None) -> dict:
     """Measure the ensemble engine's speed (the figures of ``bbp bench``).
 
     Parameters
@@ -412,19 +416,31 @@ def run_bench(*, quick: bool = False, backend: str = "numpy", dtype: str = "floa
         Override the number of repeats and the target length (s) of one timing.
     seed : int
         Seed of the weights, feedback and data.
+    load : LoadCase or bool, optional
+        The load case (:mod:`sim.bench_load`: a quick experiment beside busy
+        processes, the engine's threading against one BLAS thread): ``True``
+        the standard one (:data:`sim.bench_load.LOAD_CASES`, by ``quick``),
+        ``False`` none; default: the standard one when ``cases`` is the
+        default and the backend numpy.
 
     Returns
     -------
     dict
         JSON-serialisable: ``schema``, ``quick``, ``backend``, ``dtype``,
         ``environment`` (versions, BLAS), ``method`` (what was timed, in words),
-        ``cases`` (one dict per case, see :func:`bench_case`), ``targets_pass``
-        and ``seconds`` (wall time of the whole benchmark).
+        ``cases`` (one dict per case, see :func:`bench_case`), ``load`` (the
+        load case, see :func:`sim.bench_load.bench_under_load`, or ``None``),
+        ``targets_pass`` (the load case's target included) and ``seconds``
+        (wall time of the whole benchmark).
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     xp = get_namespace(backend)
     get_dtype(xp, dtype)
+    if load is None:
+        load = cases is None and backend == "numpy"
+    if load is not False and not isinstance(load, bool | LoadCase):
+        raise ValueError(f"load must be a LoadCase or a bool, got {load!r}")
     cases = CASES if cases is None else tuple(cases)
     if not cases:
         raise ValueError("run_bench needs at least one case")
@@ -438,6 +454,9 @@ def run_bench(*, quick: bool = False, backend: str = "numpy", dtype: str = "floa
     start = time.perf_counter()
     results = [bench_case(case, xp=xp, dtype=dtype, quick=quick, seed=seed, repeats=repeats, seconds=seconds,
                           progress=progress) for case in cases]
+    under_load = None
+    if load is not False:
+        under_load = bench_under_load(None if load is True else load, quick=quick, progress=progress)
     return {
         "schema": SCHEMA,
         "quick": bool(quick),
@@ -456,9 +475,15 @@ def run_bench(*, quick: bool = False, backend: str = "numpy", dtype: str = "floa
             "timer": f"time.perf_counter, gc off, {settings['warmup']} warm-up iteration(s), then the best of up to "
                      f"{settings['repeats']} interleaved repeats of about {settings['seconds']:g} s each; "
                      "the device is synchronised before each clock read on cupy",
+            "blas": "each case under sim.backend.blas_policy for its products (the BLAS threads train() uses), "
+                    "engine and matmul alike",
+            "load": "sim.bench_load: the experiment in fresh processes beside busy processes, the engine's "
+                    "threading against BLAS forced to one thread (environment); best of the repeats each",
         },
         "cases": results,
-        "targets_pass": all(r["targets_pass"] for r in results),
+        "load": under_load,
+        "targets_pass": all(r["targets_pass"] for r in results)
+        and (under_load is None or under_load["target"]["pass"]),
         "seconds": time.perf_counter() - start,
         "cases_defined": [asdict(c) for c in cases],
     }
@@ -505,6 +530,8 @@ def format_bench(results: dict) -> str:
                          f"{c['one_thread_speedup_over_loop']:.1f}x over the loop")
         notes.append(f"speedup if the step ran at matmul speed: {c['speedup_at_matmul_speed']:.1f}x")
         lines.append(f"E={c['E']} width={c['width']}: " + "; ".join(notes))
+    if results.get("load") is not None:
+        lines.append(format_load(results["load"]))
     verdict = "all targets met" if results.get("targets_pass") else "some targets NOT met"
     lines.append(f"{verdict}; {results.get('seconds', float('nan')):.1f} s. FLOPs: matmuls of forward, "
                  "backward signals and weight updates; engine = the trainer's step on its default member threads.")

@@ -300,3 +300,68 @@ def test_training_on_cupy_equals_numpy(rule):  # pragma: no cover - needs a GPU
         np.testing.assert_allclose(to_host(g), w, rtol=tol, atol=tol)
     for name, values in want.metrics.items():
         np.testing.assert_allclose(got.metrics[name], values, rtol=tol, atol=tol * 100, err_msg=name)
+
+
+# --- the engine's BLAS threading (blas_policy) ------------------------------------------------------------
+
+def _blas_now() -> int:
+    from threadpoolctl import threadpool_info
+
+    return min((lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"), default=0)
+
+
+def test_blas_policy_gives_small_products_one_thread_and_large_ones_the_budget():
+    from threadpoolctl import threadpool_limits
+
+    if _blas_now() == 0:
+        pytest.skip("no BLAS library that threadpoolctl controls")
+    with threadpool_limits(limits=2, user_api="blas"):  # a budget of two, whatever the environment says
+        budget = min(2, backend.cpu_count())
+        with backend.blas_policy() as threads:
+            assert threads == 1 and _blas_now() == 1
+            assert backend.blas_threads() == budget  # the engine's own limit does not count
+            with backend.blas_policy(backend.BLAS_MIN_FLOPS) as big:  # nested: the same budget
+                assert big == budget and _blas_now() == budget
+            assert _blas_now() == 1
+            with backend.blas_limit(1):  # a runtime's workers: the budget inside is one
+                assert backend.blas_threads() == 1
+                with backend.blas_policy(backend.BLAS_MIN_FLOPS) as inner:
+                    assert inner == 1
+        assert _blas_now() == 2 and backend.blas_threads() == 2
+        with backend.blas_policy(backend.BLAS_MIN_FLOPS - 1) as threads:
+            assert threads == 1
+
+
+def test_blas_policy_never_exceeds_a_limit_set_from_outside():
+    from threadpoolctl import threadpool_limits
+
+    if _blas_now() == 0:
+        pytest.skip("no BLAS library that threadpoolctl controls")
+    with threadpool_limits(limits=1, user_api="blas"):  # OPENBLAS_NUM_THREADS=1, a Dask worker
+        with backend.blas_policy(1e12) as threads:
+            assert threads == 1 and backend.blas_threads() == 1
+
+
+def test_blas_policy_is_a_decorator_and_train_runs_under_it(monkeypatch):
+    seen = []
+
+    @backend.blas_policy()
+    def work():
+        seen.append(_blas_now())
+
+    work()
+    work()
+    assert seen in ([1, 1], [0, 0])
+    import sim.train as train_module
+
+    entered = []
+    real = train_module.blas_policy
+
+    def spy(flops=None):
+        entered.append(flops)
+        return real(flops)
+
+    monkeypatch.setattr(train_module, "blas_policy", spy)
+    net = init_network((3, 5, 2), 2, seed=0)
+    train(net, linear_teacher(3, 2, [2.0, 1.0], 20, seed=0), rule="bp", steps=2, lr=0.1, batch_size=4)
+    assert entered == [2 * 20 * 5 * 3]  # the largest product: the observation set (20 samples) through 3 -> 5

@@ -338,3 +338,43 @@ def test_run_bench_rejects_bad_settings(kwargs):
 def test_run_bench_on_cupy():  # pragma: no cover - needs a GPU
     res = run_bench(quick=True, backend="cupy", cases=[TINY], repeats=1, seconds=0.01, progress=False)
     assert res["backend"] == "cupy" and res["cases"][0]["gflops"] > 0
+
+
+# --- the load case (sim.bench_load) ------------------------------------------------------------------------
+
+LOAD_KEYS = {"experiment", "quick", "overrides", "seeds", "busy", "repeats", "default_seconds", "one_thread_seconds",
+             "default_process_seconds", "one_thread_process_seconds", "default_blas_threads", "ratio", "target",
+             "seconds"}
+
+
+def test_the_load_case_runs_and_reports_its_keys(monkeypatch):
+    import sim.bench_load as bench_load
+    from sim.bench_load import LOAD_CASES, LoadCase, format_load
+
+    tiny = LoadCase(overrides={"steps": "2", "n_train": "40", "n_test": "20", "rules": '["bp"]'}, busy=1, repeats=1)
+    started = []
+    real_start = bench_load.start_busy
+
+    def start_busy(n, limit_s=900.0):
+        started.extend(real_start(n, limit_s))
+        return started[-n:] if n else []
+
+    monkeypatch.setattr(bench_load, "start_busy", start_busy)
+    res = run_bench(quick=True, cases=[TINY], repeats=1, seconds=0.001, progress=False, load=tiny)
+    json.loads(json.dumps(res))
+    load = res["load"]
+    assert LOAD_KEYS <= set(load) and load["experiment"] == "sg-nonlinear" and load["busy"] == 1
+    assert len(load["default_seconds"]) == len(load["one_thread_seconds"]) == 1
+    assert all(s > 0 for s in load["default_seconds"] + load["one_thread_seconds"])
+    np.testing.assert_allclose(load["ratio"], load["default_seconds"][0] / load["one_thread_seconds"][0])
+    assert load["target"] == {"max": 1.3, "pass": bool(load["ratio"] <= 1.3)}
+    assert res["targets_pass"] == (res["cases"][0]["targets_pass"] and load["target"]["pass"])
+    assert "under load" in format_bench(res) and "ratio" in format_load(load)
+    assert len(started) == 1 and all(p.poll() is not None for p in started)  # the busy process was stopped
+    assert LOAD_CASES[False].experiment == "sg-nonlinear" and LOAD_CASES[False].busy == 2
+
+
+def test_the_load_case_is_off_for_explicit_cases(tiny_results):
+    assert tiny_results["load"] is None
+    with pytest.raises(ValueError):
+        run_bench(quick=True, cases=[TINY], progress=False, load="yes")

@@ -132,11 +132,11 @@ def load_claims() -> dict[str, Claim]:
 
 
 def get_claims(ids: Iterable[str] | None = None) -> list[Claim]:
-    """The claims with the given ids (all when ``None``), in registry order."""
+    """The claims with the given ids (all when ``None``, else in the order given, each once)."""
     registry = load_claims()
     if ids is None:
         return list(registry.values())
-    ids = list(ids)
+    ids = list(dict.fromkeys(ids))  # a repeated id runs once; the first mention keeps its place
     unknown = [i for i in ids if i not in registry]
     if unknown:
         raise ValueError(f"unknown claim id(s) {', '.join(unknown)}; known: {', '.join(registry)}")
@@ -160,9 +160,12 @@ def run_claim(c: Claim, *, quick: bool = False, seed: int = 0) -> Outcome:
 def verify(ids: Iterable[str] | None = None, *, quick: bool = False, seed: int = 0,
            progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Run the checks of the given claims (all by default)."""
+    from sim.backend import blas_policy
+
     outcomes = []
     for c in get_claims(ids):
-        outcome = run_claim(c, quick=quick, seed=seed)
+        with blas_policy():  # one BLAS thread unless the work inside asks for more (see sim.backend)
+            outcome = run_claim(c, quick=quick, seed=seed)
         if progress is not None:
             progress(outcome)
         outcomes.append(outcome)

@@ -33,9 +33,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sim import rules as sim_rules
-from sim.backend import get_namespace, to_host
+from sim.backend import to_host
 from sim.data import lillicrap_linear, linear_teacher
 from sim.data.tasks import Dataset
+from sim.lazy import lazy_module
 from sim.metrics import angle
 from sim.network import init_network, network_from_weights
 from sim.rules import draw_feedback, rule_updates
@@ -44,7 +45,7 @@ from theory import closed_forms as cf
 from theory.claims import CheckResult, claim
 from theory.odes import covariances, euler_error_coefficient, integrate_rule_flow
 
-XP = get_namespace("numpy")
+XP = lazy_module("array_api_compat.numpy")  # get_namespace("numpy"), imported at the first use (sim.lazy)
 EPS = float(np.finfo(np.float64).eps)
 
 #: Step size of the mode simulations (the ratio check also runs at half of it).

@@ -44,7 +44,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.integrate import solve_ivp
+
+from sim.lazy import lazy_callable
+
+solve_ivp = lazy_callable("scipy.integrate", "solve_ivp")  # imported at the first call (sim.lazy)
 
 __all__ = [
     "saxe_mode_strength",

@@ -56,7 +56,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
+
+from sim.lazy import lazy_callable
+
+minimize = lazy_callable("scipy.optimize", "minimize")  # imported at the first call (sim.lazy)
 
 LOSSES = ("logistic", "squared_hinge")
 METHODS = ("auto", "cvxpy", "lbfgs")

@@ -32,10 +32,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.integrate import solve_ivp
 
 from sim.backend import get_namespace, namespace, to_host
+from sim.lazy import lazy_callable
 from sim.rules import get_rule, rule_updates
+
+solve_ivp = lazy_callable("scipy.integrate", "solve_ivp")  # imported at the first call (sim.lazy)
 
 __all__ = ["covariances", "gradient_flow_field", "FlowSolution", "integrate_gradient_flow", "integrate_rule_flow",
            "euler_error_coefficient"]

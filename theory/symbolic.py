@@ -59,7 +59,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import sympy as sp
+
+from sim.lazy import lazy_module
+
+sp = lazy_module("sympy")  # imported at the first use (sim.lazy)
 
 RULE_NAMES = ("bp", "fa", "dfa")
 

@@ -45,8 +45,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
-from scipy.integrate import solve_ivp
+
+from sim.lazy import lazy_callable, lazy_module
+
+sp = lazy_module("sympy")  # imported at the first use (sim.lazy)
+solve_ivp = lazy_callable("scipy.integrate", "solve_ivp")
 
 __all__ = ["SGFlow", "derive_flow", "numeric_field", "pack", "unpack", "integrate", "FlowSolution", "simulate",
            "fixed_points", "stability", "classify"]
