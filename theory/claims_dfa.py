@@ -32,21 +32,24 @@ import zlib
 from dataclasses import replace
 
 import numpy as np
-import sympy as sp
 
 from sim import rules as sim_rules
-from sim.backend import get_namespace, to_host
+from sim.backend import to_host
 from sim.data import linear_teacher, teacher_classification
 from sim.data.tasks import Dataset
+from sim.lazy import lazy_module
 from sim.metrics import angle
 from sim.network import init_network, network_from_weights
 from sim.rules import compute_updates, draw_feedback, feedback_shapes, rule_updates
 from sim.train import train
 from theory import symbolic
 from theory.claims import CheckResult, claim
+from theory.symbolic import sp  # sympy, imported at the first use (sim.lazy)
 
-XP = get_namespace("numpy")
+XP = lazy_module("array_api_compat.numpy")  # get_namespace("numpy"), imported at the first use (sim.lazy)
 EPS = float(np.finfo(np.float64).eps)
+
+LINESTYLES = ("-", "--", "-.", ":")  # with ten colours: twenty distinct curves in a figure
 
 
 # --- shared helpers ------------------------------------------------------------------------------------
@@ -628,8 +631,8 @@ WIDTH_STEPS = 600
 def _plot_width(result: CheckResult, ax):
     d = result.details
     ratio = np.asarray(WIDTH_OUTPUTS) / WIDTH_HIDDEN
-    for row in d["angles"]:
-        ax.plot(ratio, row, "o-", color="C0", alpha=0.5)
+    for i, row in enumerate(d["angles"]):
+        ax.plot(ratio, row, "o-", color="C0", alpha=0.5, label="one instance" if i == 0 else None)
     ax.plot([1 / WIDTH_HIDDEN], [0.0], "s", color="C1", label="n_L = 1: exactly 0 (scalar output)")
     ax.set_xscale("log")
     ax.set(xlabel="output width / hidden width", ylabel="angle W2 vs B^T at convergence (degrees)",
@@ -792,8 +795,8 @@ CONSERVATION_TIME = 2.0
 
 def _plot_conservation(result: CheckResult, ax):
     d = result.details
-    for label, drift in d["drift"].items():
-        ax.semilogy(d["times"], np.maximum(drift, 1e-18), label=label)
+    for i, (label, drift) in enumerate(d["drift"].items()):  # colour and line style: a distinct look per entry
+        ax.semilogy(d["times"], np.maximum(drift, 1e-18), label=label, color=f"C{i % 10}", ls=LINESTYLES[i % 4])
     ax.axhline(result.tolerance, color="grey", ls=":", label="tolerance")
     ax.set(xlabel="t (gradient-flow time)", ylabel="relative drift of Q (RK45)", title="symbolic.conservation")
     ax.legend(fontsize=6, ncol=2)
@@ -851,12 +854,12 @@ DRIFT_TIME = 0.5
 
 def _plot_drift(result: CheckResult, ax):
     d = result.details
-    for label, drift in d["drift"].items():
-        ax.loglog(DRIFT_LRS, drift, "o-", label=label)
+    for i, (label, drift) in enumerate(d["drift"].items()):  # colour and line style: a distinct look per entry
+        ax.loglog(DRIFT_LRS, drift, marker="osD^v<>"[i % 7], label=label, color=f"C{i % 10}", ls=LINESTYLES[i % 4])
     lrs = np.asarray(DRIFT_LRS)
     ax.loglog(lrs, lrs * 1e-1, "k:", label="slope 1")
     ax.set(xlabel="step size eta", ylabel="drift of Q at t = 0.5", title="symbolic.drift_order: O(eta)")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
 @claim(
@@ -949,8 +952,8 @@ def _plot_saddle(result: CheckResult, ax):
     a = np.linspace(-2.5, 2.5, 400)
     with np.errstate(divide="ignore", invalid="ignore"):
         ax.plot(a, np.where(np.abs(a) > 0.15, s / a, np.nan), color="C2", label="optima a1 a2 = s (attracting)")
-    for path in d["paths"]:
-        ax.plot(path[:, 0], path[:, 1], color="C0", lw=0.8)
+    for i, path in enumerate(d["paths"]):
+        ax.plot(path[:, 0], path[:, 1], color="C0", lw=0.8, label="BP flow from a start (dot)" if i == 0 else None)
         ax.plot(path[0, 0], path[0, 1], ".", color="C0")
     ax.plot([0], [0], "x", color="C3", ms=8, label="saddle: eigenvalues +s, -s")
     ax.set(xlim=(-2.5, 2.5), ylim=(-2.5, 2.5), xlabel="a1", ylabel="a2", title=f"BP scalar chain, s = {s:g}")
@@ -1075,7 +1078,7 @@ def _plot_fa_limit(result: CheckResult, ax):
     ax.plot(d["predicted"][aligned], d["simulated"][aligned], "o", label="limit with c a2 > 0 (aligned)")
     ax.plot(d["predicted"][~aligned], d["simulated"][~aligned], "s", label="limit with c a2 < 0 (anti-aligned)")
     lim = float(np.max(np.abs(d["predicted"]))) * 1.1
-    ax.plot([-lim, lim], [-lim, lim], "k:", lw=0.8)
+    ax.plot([-lim, lim], [-lim, lim], "k:", lw=0.8, label="simulated = predicted")
     ax.set(xlabel="a1 limit predicted from a1^2 - 2 c a2", ylabel="a1 limit of the engine's FA flow",
            title="symbolic.fa_chain_limit")
     ax.legend(fontsize=7)

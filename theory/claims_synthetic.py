@@ -52,7 +52,7 @@ def _random_net(rng, sizes, n_members, *, bias):
 
 def _plot_violations(result: CheckResult, ax):
     values = np.asarray(result.details.get("violations", []), dtype=float)
-    ax.semilogy(np.arange(1, values.size + 1), np.maximum(values, 1e-18), "o")
+    ax.semilogy(np.arange(1, values.size + 1), np.maximum(values, 1e-18), "o", label="violation of an instance")
     ax.axhline(result.tolerance, color="grey", ls="--", lw=0.8, label="tolerance")
     ax.set(xlabel="instance", ylabel="violation")
     ax.legend()

@@ -62,12 +62,19 @@ def verify_table(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def _draw(claim, outcome: Outcome, path: Path) -> str | None:
-    """Draw the claim's figure to ``path``; the error message if its plot function fails."""
+def draw_figure(claim, outcome: Outcome) -> Figure:
+    """The claim's figure: ``claim.plot(result, ax)`` on one axes, under a title naming the claim and its source."""
     fig = Figure(figsize=(5.6, 4.0), layout="constrained")
     ax = fig.subplots()
+    claim.plot(outcome.result, ax)
+    fig.suptitle(f"{claim.id} ({claim.source})", fontsize="medium")
+    return fig
+
+
+def _draw(claim, outcome: Outcome, path: Path) -> str | None:
+    """Draw the claim's figure to ``path``; the error message if its plot function fails."""
     try:
-        claim.plot(outcome.result, ax)
+        fig = draw_figure(claim, outcome)
     except Exception as err:  # a broken figure must not hide the verdicts
         return f"{type(err).__name__}: {err}"
     rundir.write_figure(path, fig)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..backend import shared_rng
+from ..backend import check_memory, shared_rng
 from .tasks import Dataset
 
 #: Images generated per vectorised chunk (fixed, so that a seed gives the same images).
@@ -293,6 +293,7 @@ def generate(grammar: Grammar, n_samples: int, *, seed: int = 0, dtype: str = "f
         if labels.shape != (n_samples,) or not np.issubdtype(labels.dtype, np.integer) or \
                 labels.min() < 0 or labels.max() >= grammar.n_classes:
             raise ValueError(f"labels must be {n_samples} integers in [0, {grammar.n_classes}), got {labels!r}")
+    check_memory(8 * 3 * n_samples * grammar.image_size ** 2, f"{n_samples} hierarchical images")
     rng = shared_rng(seed, "data")
     s, d = grammar.patch_size, grammar.depth
     side = grammar.image_size
@@ -758,18 +759,20 @@ def plot_class_samples(sample: HierarchicalSample, n_per_class: int = 5, *, figu
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(f"y={y}", fontsize=10)
+    fig.suptitle(f"hierarchical digits: {n_per_class} samples of each class y", fontsize="small")
     return fig
 
 
 def plot_generation_levels(sample: HierarchicalSample, index: int = 0, *, cell=None, figure=None):
     """One image generated level by level, like the reference's left panel.
 
-    Cascading panels from the top left: level 1 (each symbol drawn by its usual
-    expansion, with the grid of level-1 cells), ..., level ``d`` (the drawn bottom
-    symbols, noise free, with their grid), and the noisy pixels. An orange box
-    marks one level-1 cell (``cell = (row, col)``; default: the last one, from the
-    bottom right, that holds ink) on every panel, and a red box the bottom-level
-    cell at its centre; outside the orange box the symbol panels are dimmed.
+    Panels side by side: level 1 (each symbol drawn by its usual expansion, with
+    the grid of level-1 cells), ..., level ``d`` (the drawn bottom symbols, noise
+    free, with their grid), and the noisy pixels. An orange box marks one level-1
+    cell (``cell = (row, col)``; default: the last one, from the bottom right, that
+    holds ink) on every panel, and a red box the bottom-level cell at its centre;
+    outside the orange box the symbol panels are dimmed. A legend under the panels
+    names the boxes and the suptitle says what the panels show.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -792,15 +795,13 @@ def plot_generation_levels(sample: HierarchicalSample, index: int = 0, *, cell=N
     outer = (r1 * big, c1 * big, big)  # row, col, side in pixels
     inner = (r1 * big + (big - s) // 2, c1 * big + (big - s) // 2, s)
     n = len(panels)
-    width = 1.0 / (1 + 0.72 * (n - 1))  # each panel is shifted by 72% of a width and 14% of a height
-    height = 0.92 / (1 + 0.14 * (n - 1))
-    fig = Figure(figsize=(2.6 * height / width * 1.7, 2.6 * 1.7)) if figure is None else figure
-    dx, dy = 0.72 * width, 0.14 * height
+    fig = Figure(figsize=(2.3 * n, 3.1), layout="constrained") if figure is None else figure
+    axes = fig.subplots(1, n, squeeze=False)[0]
     lo, hi = 0.0, 1.0
-    for k, (img, cs) in enumerate(zip(panels, cells)):
-        ax = fig.add_axes((k * dx, 0.95 - height - k * dy, width, height), zorder=0.1 * k)
+    box_labels = {"orange": "orange: one level-1 cell", "red": "red: the bottom-level cell at its centre"}
+    for k, (ax, img, cs) in enumerate(zip(axes, panels, cells)):
         shown = np.asarray(img, dtype=float).copy()
-        if k < n - 1:
+        if k < n - 1:  # the symbol panels are dimmed outside the orange cell
             mask = np.ones_like(shown, dtype=bool)
             mask[outer[0]:outer[0] + big, outer[1]:outer[1] + big] = False
             shown[mask] *= 0.5
@@ -812,21 +813,14 @@ def plot_generation_levels(sample: HierarchicalSample, index: int = 0, *, cell=N
         ax.set_ylim(side - 0.5, -0.5)
         ax.set_xticks([])
         ax.set_yticks([])
-        name = f"level {k + 1}" if k < n - 1 else "pixels"
-        ax.set_title(f"{name} (y = {int(sample.labels[index])})" if k == 0 else name, fontsize=9, loc="left")
-        if k < n - 1:  # the highlighted cell pops out above the later panels, as in the reference
-            x0, y0 = k * dx, 0.95 - height - k * dy
-            r0, c0 = outer[0], outer[1]
-            pop = fig.add_axes((x0 + c0 / side * width, y0 + (1 - (r0 + big) / side) * height,
-                                big / side * width, big / side * height), zorder=2 + 0.1 * k)
-            pop.imshow(np.asarray(img, dtype=float)[r0:r0 + big, c0:c0 + big], cmap="gray", vmin=lo, vmax=hi,
-                       interpolation="nearest", extent=(c0 - 0.5, c0 + big - 0.5, r0 + big - 0.5, r0 - 0.5))
-            for t in range(0, big + 1, cs):
-                pop.axhline(r0 + t - 0.5, color="0.7", lw=0.8)
-                pop.axvline(c0 + t - 0.5, color="0.7", lw=0.8)
-            pop.set_axis_off()
-        boxes = [(outer, "orange", 3.0)] + ([(inner, "red", 2.5)] if k >= 1 else [])
-        for (r, c, size), colour, lw in boxes:  # figure-level: drawn above every panel
-            fig.patches.append(Rectangle((c - 0.5, r - 0.5), size, size, fill=False, ec=colour, lw=lw,
-                                         transform=ax.transData, figure=fig, zorder=5))
+        ax.set_title(f"level {k + 1}" if k < n - 1 else "pixels (with noise)", fontsize=9)
+        boxes = [(outer, "orange", 2.5)] + ([(inner, "red", 2.0)] if k >= 1 else [])
+        for (r, c, size), colour, lw in boxes:
+            ax.add_patch(Rectangle((c - 0.5, r - 0.5), size, size, fill=False, ec=colour, lw=lw,
+                                   label=box_labels[colour]))
+    handles = [Rectangle((0, 0), 1, 1, fill=False, ec=c, lw=2, label=label) for c, label in box_labels.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small")
+    fig.suptitle(f"one digit (class y = {int(sample.labels[index])}) generated level by level; each panel draws "
+                 "its level's symbols by their usual expansion,\ndimmed outside the orange cell; grey lines: the "
+                 "grid of the level's cells", fontsize="small")
     return fig
