@@ -22,7 +22,7 @@ def test_layer_parallel_quick_run(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["networks"]) == {"mlp", "patch"}
     for network in metrics["networks"].values():
-        assert set(network["rules"]) == {"bp", "dgl", "async-dgl", "overlap", "dfa", "dni", "cdni"}
+        assert set(network["rules"]) == {"bp", "dgl", "async-dgl", "overlap", "dfa", "sg", "cdni"}
         assert set(network["rules"]["bp"]) == {"sequential", "parallel", "parallel (locked)"}
         for modes in network["rules"].values():
             for entry in modes.values():
@@ -39,7 +39,7 @@ def test_layer_parallel_quick_run(tmp_path, capsys):
     assert {r["mode"] for r in metrics["schedule_model"]} == {"sequential", "parallel", "parallel (locked)"}
     assert all(r["predicted_epoch_seconds"] > 0 for r in metrics["schedule_model"])
     curves = metrics["extrapolation"]["curves"]
-    assert "DNI" in curves and len(curves["DGL"]["workers"]) == 8
+    assert "SG (DNI)" in curves and len(curves["DGL"]["workers"]) == 8
     check = metrics["schedule_check_simulated_costs"]
     assert {r["blocks"] for r in check} == {2, 4} and all(r["predicted_speedup"] > 0 for r in check)
     arrays = np.load(out / "arrays.npz")
@@ -53,11 +53,11 @@ def test_layer_parallel_is_registered():
 
 
 def test_bad_settings():
-    with pytest.raises(ValueError, match="unknown rules"):
+    with pytest.raises(ValueError, match=r"setting rules=\['sgd'\]: element 0 must be one of .*overlap, sg, cdni"):
         run_experiment("layer-parallel", context=Context(quick=True, n_seeds=1), overrides={"rules": '["sgd"]'})
-    with pytest.raises(ValueError, match="unknown networks"):
+    with pytest.raises(ValueError, match=r"setting networks=\['cnn'\]: element 0 must be one of mlp, patch"):
         run_experiment("layer-parallel", context=Context(quick=True, n_seeds=1), overrides={"networks": '["cnn"]'})
-    with pytest.raises(ValueError, match="target_fraction"):
+    with pytest.raises(ValueError, match="setting target_fraction=0.0"):
         run_experiment("layer-parallel", context=Context(quick=True, n_seeds=1), overrides={"target_fraction": "0"})
 
 

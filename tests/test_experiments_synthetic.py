@@ -107,10 +107,10 @@ def test_sg_dynamics_theory_beside_simulation(sg_dynamics):
     m = result.metrics
     assert 0.8 < m["cdni"]["error_slope_in_lr"] < 1.2  # Euler: first order in the step
     assert max(m["cdni"]["ode_final_loss"]) < 1e-3 * m["cdni"]["ode_initial_loss"]
-    verdicts = {(f["family"], f["point"].get("a")): f["verdict"] for f in m["scalar_fixed_points"]["dni"]}
+    verdicts = {(f["family"], f["point"].get("a")): f["verdict"] for f in m["scalar_fixed_points"]["sg"]}
     assert verdicts[("{c: 0, w1: 0}", 0.5)] == "attracting-marginal"
     assert verdicts[("{c: 0, w1: 0}", -0.5)] == "unstable"
     assert all(f["verdict"] == "unstable" for f in m["scalar_fixed_points"]["cdni"] if f["point"]["w1"] == 0)
-    fast = m["scalar_dni_from_wrong_sign"][str(settings["scalar_betas"][-1])]
+    fast = m["scalar_sg_from_wrong_sign"][str(settings["scalar_betas"][-1])]
     assert abs(fast["final_w1"]) < 1e-3 and fast["final_loss"] > 0.49  # the stall on w1 = 0
     assert set(result.figures) == {"sg_dynamics"}

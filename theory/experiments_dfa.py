@@ -16,21 +16,25 @@ from __future__ import annotations
 import numpy as np
 
 from sim.data import teacher_classification
-from sim.experiments import Context, ExperimentResult, experiment, summary_stats
+from sim.experiments import (
+    Context,
+    ExperimentResult,
+    every_member_diverged,
+    experiment,
+    report_all_diverged,
+    summary_stats,
+)
 from sim.network import init_network
-from sim.plots import mean_and_spread, new_figure
+from sim.nn import ACTIVATIONS
+from sim.plots import ANGLE_RANGE, mean_and_spread, new_figure, note_bands
 from sim.rules import draw_feedback
+from sim.settings import choice, integer, list_of, real
 from sim.train import train
 
-
-def _check_settings(settings: dict) -> None:
-    widths = settings["widths"]
-    if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
-        raise ValueError(f"widths must be a non-empty list of positive integers, got {widths!r}")
-    if not isinstance(settings["depth"], int) or settings["depth"] < 1:
-        raise ValueError(f"depth must be a positive integer (number of hidden layers), got {settings['depth']!r}")
-    if settings["activation"] not in ("linear", "relu", "tanh"):
-        raise ValueError(f"activation must be linear, relu or tanh, got {settings['activation']!r}")
+SCHEMA = {"n_train": integer(1), "n_inputs": integer(1), "n_classes": integer(2), "depth": integer(1),
+          "widths": list_of(integer(1), max_len=16), "activation": choice(*ACTIVATIONS), "steps": integer(1),
+          "lr": real(0, lo_open=True), "batch_size": integer(0), "init_scale": real(0),
+          "feedback_scale": real(0, lo_open=True), "record_every": integer(1)}
 
 
 @experiment(
@@ -42,10 +46,10 @@ def _check_settings(settings: dict) -> None:
     defaults={"n_train": 2000, "n_inputs": 20, "n_classes": 5, "depth": 3, "widths": [16, 32, 64, 128],
               "activation": "tanh", "steps": 3000, "lr": 0.2, "batch_size": 0, "init_scale": 1.0,
               "feedback_scale": 1.0, "record_every": 50},
+    schema=SCHEMA,  # batch_size 0: full-batch gradient descent
     quick={"n_train": 400, "widths": [16, 32, 64], "steps": 400, "record_every": 20},
 )
 def dfa_alignment(settings: dict, ctx: Context) -> ExperimentResult:
-    _check_settings(settings)
     data = teacher_classification(settings["n_train"], seed=ctx.seed, n_inputs=settings["n_inputs"],
                                   n_classes=settings["n_classes"])
     batch_size = settings["batch_size"] or None
@@ -53,7 +57,7 @@ def dfa_alignment(settings: dict, ctx: Context) -> ExperimentResult:
     depth = settings["depth"]
     fig, axes = new_figure(2 + len(widths), width=3.8)
     ax_loss, ax_final, width_axes = axes[0], axes[-1], axes[1:-1]
-    metrics, arrays, diverged = {"widths": widths}, {}, []
+    metrics, arrays, diverged, runs = {"widths": widths}, {}, [], []
     final_angles = np.full((len(widths), depth), np.nan)
     for k, (width, ax) in enumerate(zip(widths, width_axes)):
         sizes = [settings["n_inputs"], *([width] * depth), settings["n_classes"]]
@@ -64,12 +68,13 @@ def dfa_alignment(settings: dict, ctx: Context) -> ExperimentResult:
         res = train(net, data, rule="dfa", steps=settings["steps"], lr=settings["lr"], batch_size=batch_size,
                     feedback=fb, seed=ctx.seed, record_every=settings["record_every"], progress=ctx.progress)
         diverged += [f"width {width} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
+        runs.append(res)
         steps, loss = res.steps, res.metric("loss")
         angles = res.metric("signal_angle")  # (T, E, depth)
         alignment = res.metric("weight_alignment")  # (T, E, depth): layers 2 .. L
         mean_and_spread(ax_loss, steps, loss, label=f"width {width}", log=True)
         for layer in range(depth):
-            mean_and_spread(ax, steps, angles[..., layer], label=f"hidden layer {layer + 1}")
+            mean_and_spread(ax, steps, angles[..., layer], label=f"hidden layer {layer + 1}", clip=ANGLE_RANGE)
         ax.axhline(90, color="grey", lw=0.8, ls="--")
         ax.set(xlabel="step", ylabel="angle DFA vs BP signal (degrees)", title=f"width {width}", ylim=(0, 120))
         ax.legend(fontsize=7)
@@ -93,11 +98,13 @@ def dfa_alignment(settings: dict, ctx: Context) -> ExperimentResult:
     ax_final.legend(fontsize=7)
     ax_loss.set(xlabel="step", ylabel="training loss (ce)", title="DFA loss")
     ax_loss.legend(fontsize=7)
+    note_bands(fig, ctx.n_seeds)
     arrays["widths"] = np.asarray(widths)
     arrays["final_signal_angle"] = final_angles
     summary = "; ".join(
         f"width {w}: loss {metrics[f'width_{w}']['final_loss']['mean']:.3g}, layer angles "
         + "/".join(f"{a:.0f}" for a in final_angles[k]) + " deg"
         for k, w in enumerate(widths) if metrics[f"width_{w}"]["final_loss"]["mean"] is not None)
-    return ExperimentResult(metrics, arrays, {"dfa_alignment": fig}, summary, diverged)
+    return report_all_diverged(ExperimentResult(metrics, arrays, {"dfa_alignment": fig}, summary, diverged),
+                               every_member_diverged(runs))
 

@@ -17,10 +17,20 @@ from sim.data.hierarchical import (
     plot_generation_levels,
     statistics_separation,
 )
-from sim.experiments import Context, ExperimentResult, experiment
-from sim.layerwise import METHODS, TrainSettings, compare_on_sample_sizes
-from sim.plots import mean_and_spread, new_figure
+from sim.experiments import Context, ExperimentResult, experiment, report_all_diverged
+from sim.layerwise import EMBEDDINGS, METHODS, TrainSettings, compare_on_sample_sizes
+from sim.plots import ACCURACY_RANGE, ARI_RANGE, mean_and_spread, new_figure, note_bands
+from sim.settings import choice, integer, list_of, real, setting_error
+from theory.convex import METHODS as TOP_METHODS
 from theory.convex import solve_top_classifier
+
+
+def _index_in_sample(settings: dict) -> None:
+    n = 40 * settings["per_class"]  # the digits hier-digits-samples draws
+    if settings["index"] >= n:
+        raise setting_error("index", settings["index"], f"is not below the {n} digits drawn (40 * per_class)",
+                            f"an integer from 0 to {n - 1}")
+
 
 LABELS = {"layerwise": "layerwise (train, cluster, recode)", "end-to-end": "end-to-end BP",
           "greedy": "greedy auxiliary (no clustering)"}
@@ -34,6 +44,9 @@ LABELS = {"layerwise": "layerwise (train, cluster, recode)", "end-to-end": "end-
                 "samples of every class and the levels of one digit, like the reference figure. Also times the "
                 "vectorised generator.",
     defaults={"per_class": 5, "noise": 0.2, "distractor": 0.02, "index": 0, "speed_samples": 100000},
+    schema={"per_class": integer(1, 100), "noise": real(0), "distractor": real(0, 1), "index": integer(0),
+            "speed_samples": integer(1)},
+    checks=_index_in_sample,
     quick={"speed_samples": 20000},
     default_seeds=1,
 )
@@ -70,6 +83,12 @@ def hier_digits_samples(settings: dict, ctx: Context) -> ExperimentResult:
               "steps": 300, "batch_size": 64, "lr_layerwise": 0.5, "lr_baselines": 0.05, "embedding": "hidden",
               "oversample": 3, "kmeans_restarts": 4, "top_l2": 1e-3, "top_method": "auto",
               "methods": list(METHODS)},
+    schema={"sample_sizes": list_of(integer(10), max_len=16), "n_test": integer(1), "noise": real(0),
+            "distractor": real(0, 1), "hidden": integer(1), "steps": integer(1), "batch_size": integer(1),
+            "lr_layerwise": real(0, lo_open=True), "lr_baselines": real(0, lo_open=True),
+            "embedding": choice(*EMBEDDINGS), "oversample": integer(1), "kmeans_restarts": integer(1),
+            "top_l2": real(0, lo_open=True), "top_method": choice(*TOP_METHODS),
+            "methods": list_of(choice(*METHODS), max_len=len(METHODS), distinct=True)},
     quick={"sample_sizes": [50, 200], "n_test": 300, "hidden": 16, "steps": 100, "kmeans_restarts": 2,
            "top_method": "lbfgs"},
     default_seeds=3,
@@ -99,21 +118,21 @@ def hier_layerwise(settings: dict, ctx: Context) -> ExperimentResult:
     arrays = {"sample_sizes": sizes}
     for m in methods:
         acc = result.accuracy[m]
-        mean_and_spread(ax_acc, sizes, acc, label=LABELS[m]).set_marker("o")
+        mean_and_spread(ax_acc, sizes, acc, label=LABELS[m], marker="o", clip=ACCURACY_RANGE)
         metrics["accuracy"][m] = {"mean": acc.mean(axis=1).tolist(), "std": acc.std(axis=1).tolist()}
         metrics["fit_seconds"][m] = result.seconds[m].tolist()
         arrays[f"accuracy_{m}"] = acc
     ax_acc.set_xscale("log")
-    ax_acc.axhline(1 / grammar.n_classes, color="grey", lw=0.8, ls=":")
+    ax_acc.axhline(1 / grammar.n_classes, color="grey", lw=0.8, ls=":", label=f"chance (1/{grammar.n_classes})")
     ax_acc.set(xlabel="training images per seed", ylabel="test accuracy", ylim=(0, 1.02),
-               title=f"hierarchical digits ({ctx.n_seeds} seeds)")
+               title="hierarchical digits: test accuracy")
     ax_acc.legend(fontsize=8)
     if "layerwise" in methods:
         names = {2: "level 2 (low-level symbols)", 1: "level 1 (strokes)"}
         for j in range(grammar.depth):
             level = grammar.depth - j
-            mean_and_spread(ax_ari, sizes, result.recovery[:, j, :],
-                            label=names.get(level, f"level {level}")).set_marker("o")
+            mean_and_spread(ax_ari, sizes, result.recovery[:, j, :], label=names.get(level, f"level {level}"),
+                            marker="o", clip=ARI_RANGE)
             metrics["recovery_ari"][f"level_{level}"] = {"mean": result.recovery[:, j].mean(axis=1).tolist(),
                                                          "std": result.recovery[:, j].std(axis=1).tolist()}
         arrays["recovery_ari"] = result.recovery
@@ -127,6 +146,7 @@ def hier_layerwise(settings: dict, ctx: Context) -> ExperimentResult:
                                      "max_duality_gap": float(max(gaps)) if gaps else None}
     else:
         ax_ari.set_axis_off()
+    note_bands(fig, ctx.n_seeds)
     parts = []
     for i, n in enumerate(sizes):
         accs = ", ".join(f"{m} {result.accuracy[m][i].mean():.3f}" for m in methods)
@@ -134,4 +154,5 @@ def hier_layerwise(settings: dict, ctx: Context) -> ExperimentResult:
         if "layerwise" in methods:
             ari = "; ARI " + "/".join(f"{result.recovery[i, j].mean():.2f}" for j in range(grammar.depth))
         parts.append(f"n={n}: {accs}{ari}")
-    return ExperimentResult(metrics, arrays, {"hier_layerwise": fig}, " | ".join(parts))
+    return report_all_diverged(ExperimentResult(metrics, arrays, {"hier_layerwise": fig}, " | ".join(parts),
+                                                result.diverged), result.all_diverged)

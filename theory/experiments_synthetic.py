@@ -12,14 +12,33 @@ never changes) where cDNI converges.
 from __future__ import annotations
 
 import numpy as np
-import sympy as sp
 
 from sim.experiments import Context, ExperimentResult, experiment
 from sim.plots import new_figure
+from sim.settings import integer, list_of, matrix, real, setting_error
 
 from . import synthetic_dynamics as sd
+from .synthetic_dynamics import sp  # sympy, imported at the first use (sim.lazy)
 
-LABELS = {True: "cDNI", False: "DNI"}
+#: The flow is derived symbolically (sympy): layers of at most this many units.
+MAX_UNITS = 4
+
+
+def _teacher_shape(settings: dict) -> None:
+    n_in, _, n_out = settings["sizes"]
+    rows, cols = len(settings["teacher"]), len(settings["teacher"][0])
+    if (rows, cols) != (n_out, n_in):
+        raise setting_error("teacher", settings["teacher"], f"is {rows} x {cols}, not n_out x n_in = {n_out} x {n_in} "
+                            "(sizes = [n_in, n_hidden, n_out])", f"a {n_out} x {n_in} matrix of finite numbers")
+    for key, horizon in (("lrs", "t_max"),):
+        for lr in settings[key]:
+            if lr > settings[horizon]:
+                raise setting_error(key, settings[key], f"step size {lr:g} is larger than {horizon} = "
+                                    f"{settings[horizon]:g}", f"step sizes up to {horizon}")
+
+
+LABELS = {True: "cDNI", False: "SG (DNI)"}
+NAMES = {True: "cdni", False: "sg"}  # the engine's rule names, the keys of the metrics
 COLORS = {True: "C2", False: "C1"}
 
 
@@ -55,6 +74,12 @@ def _family_examples(flow: sd.SGFlow, teacher: float, beta: float) -> list[dict]
     defaults={"sizes": [2, 2, 2], "teacher": [[2.0, 0.3], [0.1, 1.0]], "beta": 2.0, "t_max": 10.0,
               "init_scale": 0.3, "lrs": [0.04, 0.02, 0.01], "n_points": 40, "scalar_teacher": 1.0,
               "scalar_betas": [0.5, 4.0], "scalar_t_max": 60.0},
+    schema={"sizes": list_of(integer(1, MAX_UNITS), min_len=3, max_len=3), "teacher": matrix(real()),
+            "beta": real(0, lo_open=True), "t_max": real(0, lo_open=True), "init_scale": real(0),
+            "lrs": list_of(real(0, lo_open=True), min_len=2, max_len=16, min_distinct=2),  # a slope fit
+            "n_points": integer(1), "scalar_teacher": real(nonzero=True),
+            "scalar_betas": list_of(real(0, lo_open=True), max_len=16), "scalar_t_max": real(0, lo_open=True)},
+    checks=_teacher_shape,
     quick={"t_max": 6.0, "lrs": [0.04, 0.02], "n_points": 20, "scalar_t_max": 40.0},
     default_seeds=3,
 )
@@ -68,7 +93,7 @@ def sg_dynamics(settings: dict, ctx: Context) -> ExperimentResult:
     metrics, arrays = {}, {}
     for label in (True, False):
         flow = sd.derive_flow(n_in, n_hidden, n_out, label=label)
-        name = LABELS[label].lower()
+        name = NAMES[label]
         errors = np.zeros((len(lrs), ctx.n_seeds))
         finals = []
         for m in range(ctx.n_seeds):
@@ -120,12 +145,12 @@ def sg_dynamics(settings: dict, ctx: Context) -> ExperimentResult:
                 ax.plot(ode.states[:, 0], ode.states[:, 1], color=COLORS[label], lw=1,
                         ls="-" if not label else "--", label=LABELS[label] if j == 0 else None)
                 ax.plot(ode.states[-1, 0], ode.states[-1, 1], "o", ms=3, color=COLORS[label])
-                arrays[f"scalar_{LABELS[label].lower()}_beta{beta_s}_start{j}"] = ode.states
+                arrays[f"scalar_{NAMES[label]}_beta{beta_s}_start{j}"] = ode.states
         ax.set(xlabel="w1", ylabel="w2", xlim=(-2, 2), ylim=(-2, 2), title=f"scalar system, beta = {beta_s}")
         ax.legend(fontsize="x-small", loc="lower left")
     for ax in axes[:2]:
         ax.legend(fontsize="x-small")
-    metrics["scalar_fixed_points"] = {LABELS[label].lower(): _family_examples(sd.derive_flow(label=label), s,
+    metrics["scalar_fixed_points"] = {NAMES[label]: _family_examples(sd.derive_flow(label=label), s,
                                                                              float(settings["scalar_betas"][-1]))
                                       for label in (False, True)}
     stalls = {}
@@ -134,11 +159,11 @@ def sg_dynamics(settings: dict, ctx: Context) -> ExperimentResult:
         end = sd.integrate(flow, sd.pack(flow, W1=[[0.3]], W2=[[-1.0]]), settings["scalar_t_max"], teacher=[[s]],
                            beta=beta_s, t_eval=[0.0, settings["scalar_t_max"]])
         stalls[str(beta_s)] = {"final_w1": float(end.states[-1, 0]), "final_loss": float(end.loss[-1])}
-    metrics["scalar_dni_from_wrong_sign"] = stalls
-    summary = (f"engine vs ODE gap slope in lr: cDNI {metrics['cdni']['error_slope_in_lr']:.2f}, DNI "
-               f"{metrics['dni']['error_slope_in_lr']:.2f}; final ODE loss cDNI "
-               f"{np.mean(metrics['cdni']['ode_final_loss']):.2e}, DNI "
-               f"{np.mean(metrics['dni']['ode_final_loss']):.2e}; "
+    metrics["scalar_sg_from_wrong_sign"] = stalls
+    summary = (f"engine vs ODE gap slope in lr: cDNI {metrics['cdni']['error_slope_in_lr']:.2f}, SG (DNI) "
+               f"{metrics['sg']['error_slope_in_lr']:.2f}; final ODE loss cDNI "
+               f"{np.mean(metrics['cdni']['ode_final_loss']):.2e}, SG (DNI) "
+               f"{np.mean(metrics['sg']['ode_final_loss']):.2e}; "
                "scalar DNI from (0.3, -1): " + ", ".join(f"beta {b}: loss {v['final_loss']:.3g}"
                                                         for b, v in stalls.items()))
     return ExperimentResult(metrics, arrays, {"sg_dynamics": fig}, summary, [])

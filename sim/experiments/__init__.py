@@ -2,7 +2,8 @@ r"""The experiment registry behind ``bbp run``.
 
 An experiment is a named function ``run(settings, context) -> ExperimentResult``
 with default settings, ``--quick`` overrides, and a description. Register one
-with :func:`experiment`; modules that define experiments are listed in
+with :func:`experiment`, declaring every setting's type and range in its
+``schema`` (validators of :mod:`sim.settings`); modules that define experiments are listed in
 :data:`EXPERIMENT_MODULES` and imported by :func:`load_experiments` (the CLI also
 loads :mod:`theory.experiments`, since experiments comparing theory with
 simulation live beside the theory).
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..backend import BACKENDS, DTYPES, get_namespace
+from ..backend import BACKENDS, DTYPES, blas_policy, get_namespace
+from ..settings import Validator, validate_settings
 
 #: Modules whose import registers experiments.
 EXPERIMENT_MODULES: list[str] = ["sim.experiments.feedback_alignment", "sim.experiments.local_learning",
@@ -49,6 +51,7 @@ class ExperimentResult:
     figures: dict = field(default_factory=dict)  # name -> matplotlib Figure
     summary: str = ""
     diverged: list = field(default_factory=list)  # strings naming member, step and reason
+    all_diverged: bool = False  # every member of every ensemble the experiment trained diverged
 
 
 @dataclass(frozen=True)
@@ -60,23 +63,40 @@ class Experiment:
     quick: dict
     run: Callable[[dict, Context], ExperimentResult]
     default_seeds: int = 4
+    schema: dict = field(default_factory=dict)  # setting -> sim.settings.Validator
+    checks: tuple = ()  # check(settings) -> None, raising ValueError: constraints between settings
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
-def experiment(name: str, *, title: str, description: str, defaults: dict, quick: dict | None = None,
-               default_seeds: int = 4):
-    """Decorator registering ``run(settings, context)`` as the experiment ``name``."""
+def experiment(name: str, *, title: str, description: str, defaults: dict, schema: dict[str, Validator],
+               quick: dict | None = None, default_seeds: int = 4, checks: Callable | tuple = ()):
+    """Decorator registering ``run(settings, context)`` as the experiment ``name``.
+
+    ``schema`` declares, for every key of ``defaults``, its type and range (a
+    validator of :mod:`sim.settings`); ``checks`` are functions
+    ``check(settings)`` raising ``ValueError`` (:func:`sim.settings.setting_error`)
+    for constraints between settings. The defaults, and the defaults with the
+    quick values, must pass both.
+    """
     quick = quick or {}
     unknown = set(quick) - set(defaults)
     if unknown:
         raise ValueError(f"quick settings {sorted(unknown)} of {name!r} are not among its defaults")
+    missing, extra = set(defaults) - set(schema), set(schema) - set(defaults)
+    if missing or extra:
+        raise ValueError(f"the schema of {name!r} must declare exactly its settings: "
+                         f"missing {sorted(missing)}, not settings {sorted(extra)}")
+    checks = (checks,) if callable(checks) else tuple(checks)
+    validate_settings(dict(defaults), schema, checks)
+    validate_settings({**defaults, **quick}, schema, checks)
 
     def register(run):
         if name in REGISTRY:
             raise ValueError(f"experiment {name!r} is registered twice")
-        REGISTRY[name] = Experiment(name, title, description, dict(defaults), dict(quick), run, default_seeds)
+        REGISTRY[name] = Experiment(name, title, description, dict(defaults), dict(quick), run, default_seeds,
+                                    dict(schema), checks)
         return run
 
     return register
@@ -97,12 +117,47 @@ def get_experiment(name: str) -> Experiment:
 
 
 def summary_stats(values) -> dict:
-    """Mean and standard deviation of the finite entries (``None`` for both when there are none)."""
+    """Mean and standard deviation of the finite entries, and every value (``members``).
+
+    ``mean`` and ``std`` are ``None`` when no entry is finite; in ``members``
+    a non-finite value (a diverged member) is ``None``.
+    """
     v = np.asarray(values, dtype=float)
     finite = v[np.isfinite(v)]
+    members = [float(x) if np.isfinite(x) else None for x in v.ravel()]
     if finite.size == 0:
-        return {"mean": None, "std": None}
-    return {"mean": float(finite.mean()), "std": float(finite.std())}
+        return {"mean": None, "std": None, "members": members}
+    return {"mean": float(finite.mean()), "std": float(finite.std()), "members": members}
+
+
+def every_member_diverged(runs) -> bool:
+    """Whether every member of every run diverged (``runs``: results with ``diverged`` and ``network.n_members``).
+
+    ``False`` when there are no runs.
+    """
+    runs = list(runs)
+    return bool(runs) and all(len({d.member for d in r.diverged}) == r.network.n_members for r in runs)
+
+
+def report_all_diverged(result: ExperimentResult, all_diverged: bool) -> ExperimentResult:
+    """Set ``result.all_diverged``; if true, say so in its summary and as a visible note on every figure's axes.
+
+    The summary then starts with ``"every member diverged: "`` and the
+    divergence messages (:func:`sim.train.divergence_message`).
+    """
+    result.all_diverged = bool(all_diverged)
+    if not result.all_diverged:
+        return result
+    listed = "; ".join(result.diverged[:8]) + (f"; and {len(result.diverged) - 8} more"
+                                                 if len(result.diverged) > 8 else "")
+    sentence = f"every member diverged: {listed or 'no member trained to the end'}"
+    result.summary = f"{sentence}. {result.summary}" if result.summary else sentence
+    for fig in result.figures.values():
+        for ax in fig.axes:
+            ax.text(0.5, 0.5, "every member diverged\n(see the summary)", transform=ax.transAxes, ha="center",
+                    va="center", color="C3", fontsize="large", fontweight="bold",
+                    bbox=dict(facecolor="white", edgecolor="C3", alpha=0.9))
+    return result
 
 
 def parse_value(key: str, text: str, default):
@@ -133,7 +188,12 @@ def parse_value(key: str, text: str, default):
 
 
 def resolve_settings(exp: Experiment, *, quick: bool = False, overrides: dict | None = None) -> dict:
-    """Defaults, then the quick overrides, then ``overrides`` (strings are parsed)."""
+    """Defaults, then the quick overrides, then ``overrides`` (strings are parsed); all validated.
+
+    Every final setting must pass its declared validator (``exp.schema``) and
+    the experiment's ``checks``; otherwise a ``ValueError`` names the setting,
+    the value and what is allowed (see :mod:`sim.settings`).
+    """
     settings = dict(exp.defaults)
     if quick:
         settings.update(exp.quick)
@@ -142,7 +202,7 @@ def resolve_settings(exp: Experiment, *, quick: bool = False, overrides: dict | 
             raise ValueError(f"unknown setting {key!r} for experiment {exp.name!r}; "
                              f"allowed: {', '.join(sorted(exp.defaults))}")
         settings[key] = parse_value(key, value, exp.defaults[key]) if isinstance(value, str) else value
-    return settings
+    return validate_settings(settings, exp.schema, exp.checks)
 
 
 def run_experiment(name: str, *, context: Context | None = None, overrides: dict | None = None) -> tuple[dict, ExperimentResult]:
@@ -156,4 +216,9 @@ def run_experiment(name: str, *, context: Context | None = None, overrides: dict
     if context.n_seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {context.n_seeds}")
     settings = resolve_settings(exp, quick=context.quick, overrides=overrides)
-    return settings, exp.run(settings, context)
+    try:
+        with blas_policy():  # one BLAS thread unless the work inside asks for more (see sim.backend)
+            return settings, exp.run(settings, context)
+    except MemoryError as err:  # a safety net: the big allocations are estimated before they are made
+        raise ValueError(f"experiment {name!r} ran out of memory ({err or 'MemoryError'}); "
+                         f"use fewer seeds or smaller settings") from None

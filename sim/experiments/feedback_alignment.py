@@ -7,12 +7,26 @@ from ..data import lillicrap_linear, teacher_classification
 from ..data.tasks import Dataset
 from ..network import init_network
 from ..nn import accuracy, predict
-from ..plots import mean_and_spread, new_figure
+from ..plots import ACCURACY_RANGE, ANGLE_RANGE, end_markers, mean_and_spread, new_figure, note_bands
 from ..rules import draw_feedback
+from ..settings import choice, integer, list_of, real
 from ..train import train
-from . import Context, ExperimentResult, experiment, summary_stats
+from . import Context, ExperimentResult, every_member_diverged, experiment, report_all_diverged, summary_stats
 
 RULE_NAMES = ("bp", "fa", "dfa")
+COLORS = {"bp": "C0", "fa": "C1", "dfa": "C2"}
+
+#: Types and ranges of the settings shared by the experiments that train MLP ensembles.
+POSITIVE_INT, POSITIVE = integer(1), real(0, lo_open=True)
+TRAINING_SCHEMA = {"steps": POSITIVE_INT, "lr": POSITIVE, "batch_size": POSITIVE_INT, "init_scale": real(0),
+                   "record_every": POSITIVE_INT}
+TEACHER_SCHEMA = {"n_train": POSITIVE_INT, "n_test": POSITIVE_INT, "n_inputs": POSITIVE_INT, "n_classes": integer(2),
+                  "hidden": list_of(POSITIVE_INT, max_len=8)}
+
+
+def rules_setting(names) -> object:
+    """The validator of a ``rules`` setting: a non-empty list of distinct names from ``names``."""
+    return list_of(choice(*names), max_len=len(names), distinct=True)
 
 
 def teacher_task(settings: dict, seed: int) -> tuple[Dataset, Dataset, list[int]]:
@@ -52,6 +66,8 @@ def compare_rules(sizes, data: Dataset, settings: dict, ctx: Context, *, activat
                 "angle between a fixed random feedback's signal B e and BP's W^T e.",
     defaults={"n_samples": 1000, "hidden": 20, "steps": 4000, "lr": 0.02, "batch_size": 50, "init_scale": 0.5,
               "feedback_scale": 1.0, "record_every": 20, "rules": list(RULE_NAMES)},
+    schema={"n_samples": POSITIVE_INT, "hidden": POSITIVE_INT, **TRAINING_SCHEMA, "feedback_scale": POSITIVE,
+            "rules": rules_setting(RULE_NAMES)},
     quick={"steps": 800, "record_every": 20},
 )
 def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
@@ -66,7 +82,7 @@ def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
         label = {"bp": "BP (angle: fixed B vs BP)", "dfa": "DFA (= FA with one hidden layer)"}.get(name, name.upper())
         style = "--" if name == "dfa" else "-"
         mean_and_spread(ax_loss, steps, loss, label=label, log=True, linestyle=style)
-        mean_and_spread(ax_angle, steps, angle, label=label, linestyle=style)
+        mean_and_spread(ax_angle, steps, angle, label=label, linestyle=style, clip=ANGLE_RANGE)
         arrays.update({f"{name}_steps": steps, f"{name}_loss": loss, f"{name}_signal_angle": angle})
         metrics[name] = {"final_loss": summary_stats(loss[-1]), "initial_loss": summary_stats(loss[0]),
                          "final_signal_angle_deg": summary_stats(angle[-1])}
@@ -75,10 +91,12 @@ def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
     ax_angle.set(xlabel="step", ylabel="angle to BP signal (degrees)", title="hidden-layer alignment", ylim=(0, 120))
     for ax in (ax_loss, ax_angle):
         ax.legend()
+    note_bands(fig, ctx.n_seeds)
     summary = "; ".join(f"{n}: final loss {m['final_loss']['mean']:.3g}, hidden angle "
                         f"{m['final_signal_angle_deg']['mean']:.1f} deg" for n, m in metrics.items()
                         if m["final_loss"]["mean"] is not None)
-    return ExperimentResult(metrics, arrays, {"fa_linear": fig}, summary, diverged)
+    return report_all_diverged(ExperimentResult(metrics, arrays, {"fa_linear": fig}, summary, diverged),
+                               every_member_diverged(results.values()))
 
 
 @experiment(
@@ -89,6 +107,7 @@ def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
     defaults={"n_train": 4000, "n_test": 2000, "n_inputs": 20, "n_classes": 5, "hidden": [64, 64], "steps": 6000,
               "lr": 0.1, "batch_size": 64, "init_scale": 1.0, "feedback_scale": 1.0, "record_every": 100,
               "rules": list(RULE_NAMES)},
+    schema={**TEACHER_SCHEMA, **TRAINING_SCHEMA, "feedback_scale": POSITIVE, "rules": rules_setting(RULE_NAMES)},
     quick={"n_train": 1000, "n_test": 500, "steps": 1200, "record_every": 50},
 )
 def dfa_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
@@ -101,11 +120,16 @@ def dfa_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
         steps = res.steps
         loss, acc, angles = res.metric("loss"), res.metric("accuracy"), res.metric("signal_angle")
         test_acc = to_host(accuracy(predict(res.network.weights, x_test, "tanh"), y_test))
-        mean_and_spread(axes[0], steps, loss, label=name.upper(), log=True)
-        mean_and_spread(axes[1], steps, acc, label=name.upper())
+        color = COLORS.get(name)
+        mean_and_spread(axes[0], steps, loss, label=name.upper(), log=True, color=color)
+        mean_and_spread(axes[1], steps, acc, label=f"{name.upper()} training", color=color, clip=ACCURACY_RANGE)
+        # side by side just after the last step, so that equal accuracies stay visible
+        end_markers(axes[1], steps[-1] * (1.02 + 0.03 * RULE_NAMES.index(name)), test_acc,
+                    label=f"{name.upper()} test (end)", color=color, marker="sD^"[RULE_NAMES.index(name)])
         if name != "bp":
             for layer in range(angles.shape[-1]):
-                mean_and_spread(axes[2 if name == "fa" else 3], steps, angles[..., layer], label=f"layer {layer + 1}")
+                mean_and_spread(axes[2 if name == "fa" else 3], steps, angles[..., layer], label=f"layer {layer + 1}",
+                                clip=ANGLE_RANGE)
         arrays.update({f"{name}_steps": steps, f"{name}_loss": loss, f"{name}_accuracy": acc,
                        f"{name}_signal_angle": angles, f"{name}_test_accuracy": test_acc})
         if "weight_alignment" in res.metrics:
@@ -115,12 +139,15 @@ def dfa_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
                          "final_signal_angle_deg_per_layer": [summary_stats(angles[-1, :, j])
                                                               for j in range(angles.shape[-1])]}
     axes[0].set(xlabel="step", ylabel="training loss (ce)", title="loss")
-    axes[1].set(xlabel="step", ylabel="training accuracy", title="accuracy")
+    axes[1].set(xlabel="step", ylabel="accuracy (fraction correct)", ylim=(0, 1.02),
+                title="accuracy: training, and test at the end")
     for ax, name in zip(axes[2:], ("FA", "DFA")):
         ax.axhline(90, color="grey", lw=0.8, ls="--")
         ax.set(xlabel="step", ylabel="angle to BP signal (degrees)", title=f"{name}: hidden alignment", ylim=(0, 120))
     for ax in axes:
-        ax.legend()
+        ax.legend(fontsize="small")
+    note_bands(fig, ctx.n_seeds)
     summary = "; ".join(f"{n}: test accuracy {m['test_accuracy']['mean']:.3f}" for n, m in metrics.items()
                         if m["test_accuracy"]["mean"] is not None)
-    return ExperimentResult(metrics, arrays, {"dfa_nonlinear": fig}, summary, diverged)
+    return report_all_diverged(ExperimentResult(metrics, arrays, {"dfa_nonlinear": fig}, summary, diverged),
+                               every_member_diverged(results.values()))

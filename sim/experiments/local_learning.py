@@ -26,6 +26,8 @@ import numpy as np
 from ..backend import to_device
 from ..data import teacher_classification
 from ..data.tasks import Dataset
+from ..divergence import divergence_message
+from ..lazy import lazy_callable
 from ..local import (
     BLOCK_RULES,
     attach_synthetic_gradients,
@@ -33,8 +35,8 @@ from ..local import (
     make_block_network,
     make_patch_block_network,
 )
-from ..parallel import BatchPlan, evaluate, train_blocks
-from ..plots import new_figure
+from ..parallel import BatchPlan, train_blocks
+from ..plots import legend_outside, new_figure
 from ..schedule import (
     BlockCost,
     measure_block_costs,
@@ -43,29 +45,50 @@ from ..schedule import (
     predict_epoch,
     speedup_curve,
 )
-from . import Context, ExperimentResult, experiment
+from ..settings import choice, integer, list_of, real, setting_error
+from . import Context, ExperimentResult, every_member_diverged, experiment, report_all_diverged
+
+# matplotlib is imported at the first figure (sim.lazy: bbp list starts fast)
+MaxNLocator = lazy_callable("matplotlib.ticker", "MaxNLocator")
+NullFormatter = lazy_callable("matplotlib.ticker", "NullFormatter")
 
 NETWORKS = ("mlp", "patch")
 #: Rules whose blocks pass a signal to their input (their backward includes it).
-SIGNAL_RULES = ("bp", "overlap", "dni", "cdni")
+SIGNAL_RULES = ("bp", "overlap", "sg", "cdni")
 MODEL_CURVES = (("bp", False, "BP, locked"), ("bp", True, "BP, pipelined (stale)"), ("dfa", True, "DFA, pipelined"),
                 ("dgl", True, "DGL"), ("async-dgl", True, "async DGL"), ("overlap", True, "overlap (LoCo)"),
-                ("dni", True, "DNI"))
+                ("sg", True, "SG (DNI)"))
+
+
+#: The patch network reads 27 x 27 digits through 3 x 3 patches: at most three patch layers.
+MAX_PATCH_LAYERS = 3
+_POSITIVE_INT, _POSITIVE = integer(1), real(0, lo_open=True)
+SCHEMA = {
+    "networks": list_of(choice(*NETWORKS), max_len=len(NETWORKS), distinct=True),
+    "rules": list_of(choice(*BLOCK_RULES), max_len=len(BLOCK_RULES), distinct=True),
+    "epochs": _POSITIVE_INT, "sg_lr": _POSITIVE, "batch_size": _POSITIVE_INT, "lr": _POSITIVE, "patch_lr": _POSITIVE,
+    "n_train": _POSITIVE_INT, "n_test": _POSITIVE_INT, "n_classes": integer(2), "mlp_inputs": _POSITIVE_INT,
+    "mlp_hidden": _POSITIVE_INT, "mlp_depth": _POSITIVE_INT, "mlp_layers_per_block": list_of(_POSITIVE_INT, max_len=64),
+    "patch_widths": list_of(_POSITIVE_INT, max_len=MAX_PATCH_LAYERS),
+    "patch_layers_per_block": list_of(_POSITIVE_INT, max_len=MAX_PATCH_LAYERS), "workers": _POSITIVE_INT,
+    "buffer_size": _POSITIVE_INT, "dfa_feedback_scale": _POSITIVE, "target_fraction": real(0, 1, lo_open=True),
+    "evaluations_per_epoch": _POSITIVE_INT, "repeats": _POSITIVE_INT, "throughput_width": _POSITIVE_INT,
+    "throughput_batch": _POSITIVE_INT, "throughput_batches": _POSITIVE_INT, "extrapolate_workers": _POSITIVE_INT,
+    "schedule_check_blocks": list_of(_POSITIVE_INT, max_len=16), "schedule_check_batches": _POSITIVE_INT,
+    "sleep_seconds": real(0, 1),
+}
 
 
 def _check_settings(settings: dict) -> None:
-    unknown = [r for r in settings["rules"] if r not in BLOCK_RULES]
-    if unknown:
-        raise ValueError(f"unknown rules {unknown}; allowed: {', '.join(BLOCK_RULES)}")
-    bad = [n for n in settings["networks"] if n not in NETWORKS]
-    if bad:
-        raise ValueError(f"unknown networks {bad}; allowed: {', '.join(NETWORKS)}")
-    if not 0 < settings["target_fraction"] <= 1:
-        raise ValueError(f"target_fraction must be in (0, 1], got {settings['target_fraction']}")
-    for key in ("epochs", "batch_size", "workers", "n_train", "n_test", "repeats", "throughput_batches",
-                "schedule_check_batches"):
-        if int(settings[key]) != settings[key] or settings[key] < 1:
-            raise ValueError(f"{key} must be a positive integer, got {settings[key]!r}")
+    """Constraints between settings (each setting's own type and range is in :data:`SCHEMA`)."""
+    if settings["batch_size"] > settings["n_train"]:
+        raise setting_error("batch_size", settings["batch_size"], f"is larger than n_train ({settings['n_train']})",
+                            f"an integer from 1 to n_train = {settings['n_train']}")
+    for key, layers, what in (("mlp_layers_per_block", settings["mlp_depth"] + 1, "mlp_depth + 1"),
+                              ("patch_layers_per_block", len(settings["patch_widths"]), "len(patch_widths)")):
+        if sum(settings[key]) != layers:
+            raise setting_error(key, settings[key], f"sums to {sum(settings[key])}, not to the {layers} layers",
+                                f"block sizes summing to {what} = {layers}")
 
 
 def _mlp_problem(settings: dict, ctx: Context):
@@ -106,6 +129,13 @@ def _time_to(seconds, accuracy, target):
     return float(seconds[hit[0]]) if hit.size else None
 
 
+def _finite_mean(values) -> float:
+    """Mean of the finite entries (``nan`` when every member diverged), without a warning."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
 def _network_for(build, rule: str):
     net = build()
     if BLOCK_RULES[rule].feedback == "synthetic":
@@ -131,11 +161,12 @@ def _run_rule(build, train: Dataset, x_test, y_test, rule: str, *, workers: int,
             best = res
     res = best
     count = res.n_snapshots()
-    accuracy = np.array([evaluate(res.network_at(i), x_test, y_test) for i in range(count)])  # (T, E)
+    accuracy = np.array([res.accuracy(x_test, y_test, snapshot=i) for i in range(count)])  # (T, E), nan: diverged
     seconds = res.snapshot_seconds()
     epochs = steps / bpe if rule != "greedy" else steps * len(res.delays) / bpe
     return {"seconds": res.seconds, "epoch_seconds": res.seconds / epochs, "batches": steps, "curve_seconds": seconds,
-            "curve_accuracy": accuracy, "final_accuracy": float(np.mean(evaluate(res.network, x_test, y_test))),
+            "curve_accuracy": accuracy, "final_accuracy": _finite_mean(res.accuracy(x_test, y_test)),
+            "diverged": res.diverged, "all_diverged": every_member_diverged([res]),
             "busy": res.busy, "waiting": res.waiting, "updates": res.updates, "workers": res.workers,
             "groups": res.groups,
             "buffer_max": res.buffer_max, "delays": list(res.delays)}
@@ -168,7 +199,7 @@ def _model_check(build, train: Dataset, rules_runs: dict, settings: dict, comm: 
     plain = measure_block_costs(net, x, y, input_signal=False)
     signal = measure_block_costs(net, x, y, input_signal=True)
     synthetic = {rule: measure_block_costs(_network_for(build, rule), x, y, input_signal=True)
-                 for rule in ("dni", "cdni") if (rule, "sequential") in rules_runs}
+                 for rule in ("sg", "cdni") if (rule, "sequential") in rules_runs}
     bpe = train.n_samples // settings["batch_size"]
     rows = []
     for (rule, mode), run in rules_runs.items():
@@ -248,7 +279,7 @@ def _throughput(settings: dict, ctx: Context, comm: float) -> dict:
 
 
 SCHEDULE_CHECK = (("dgl", True), ("async-dgl", True), ("bp", False), ("bp", True), ("dfa", False), ("dfa", True),
-                  ("overlap", False), ("overlap", True), ("dni", True))
+                  ("overlap", False), ("overlap", True), ("sg", True))
 
 
 def _schedule_check(settings: dict, ctx: Context) -> list[dict]:
@@ -293,7 +324,7 @@ def _schedule_check(settings: dict, ctx: Context) -> list[dict]:
                 "one thread each); speedups over sequential BP; 2-block DGL throughput against its own sequential "
                 "schedule on a compute-bound size; the schedule model checked against every measurement and "
                 "extrapolated to K workers.",
-    defaults={"networks": list(NETWORKS), "rules": ["bp", "dgl", "async-dgl", "overlap", "dfa", "dni", "cdni"],
+    defaults={"networks": list(NETWORKS), "rules": ["bp", "dgl", "async-dgl", "overlap", "dfa", "sg", "cdni"],
               "epochs": 4, "sg_lr": 0.05,
               "batch_size": 128, "lr": 0.1, "patch_lr": 0.1, "n_train": 8192, "n_test": 2048, "n_classes": 5,
               "mlp_inputs": 64, "mlp_hidden": 512, "mlp_depth": 3, "mlp_layers_per_block": [2, 2],
@@ -306,14 +337,16 @@ def _schedule_check(settings: dict, ctx: Context) -> list[dict]:
            "patch_widths": [8, 32, 64], "throughput_width": 384, "throughput_batch": 128, "throughput_batches": 12,
            "evaluations_per_epoch": 2, "extrapolate_workers": 8, "schedule_check_batches": 8,
            "sleep_seconds": 0.002},
+    schema=SCHEMA,
+    checks=_check_settings,
     default_seeds=2,
 )
 def layer_parallel(settings: dict, ctx: Context) -> ExperimentResult:
-    _check_settings(settings)
     comm = measure_message_cost(200 if ctx.quick else 2000)
     metrics = {"machine_cpus": os.cpu_count(), "load_average_at_start": _load(), "message_seconds": comm,
                "networks": {}}
     arrays, model_rows = {}, []
+    diverged, every = [], True
     fig_acc, acc_axes = new_figure(len(settings["networks"]))
     fig_speed, speed_axes = new_figure(len(settings["networks"]))
     problems = {"mlp": _mlp_problem, "patch": _patch_problem}
@@ -341,7 +374,9 @@ def layer_parallel(settings: dict, ctx: Context) -> ExperimentResult:
         base_ttt = _time_to(base["curve_seconds"], base["curve_accuracy"].mean(axis=1), target) if base else None
         labels, speedups = [], []
         for (rule, mode), run in runs.items():
-            mean_acc = run["curve_accuracy"].mean(axis=1)
+            diverged += [divergence_message(f"{network} {rule} ({mode})", d) for d in run["diverged"]]
+            every = every and run["all_diverged"]
+            mean_acc = np.array([_finite_mean(a) for a in run["curve_accuracy"]])
             ttt = _time_to(run["curve_seconds"], mean_acc, target)
             entry = {"epoch_seconds": run["epoch_seconds"], "final_test_accuracy": run["final_accuracy"],
                      "time_to_target_seconds": ttt, "busy_seconds": run["busy"], "waiting_seconds": run["waiting"],
@@ -354,16 +389,19 @@ def layer_parallel(settings: dict, ctx: Context) -> ExperimentResult:
                 entry["buffer_max"] = run["buffer_max"]
             net_metrics["rules"].setdefault(rule, {})[mode] = entry
             style = "--" if mode == "sequential" else (":" if "locked" in mode else "-")
-            ax.plot(run["curve_seconds"], mean_acc, style, color=f"C{settings['rules'].index(rule) % 10}",
-                    label=f"{rule} ({mode})")
+            index = settings["rules"].index(rule)  # a colour and a marker per rule (some curves coincide)
+            ax.plot(run["curve_seconds"], mean_acc, style, color=f"C{index % 10}", marker="osD^vPX*"[index % 8],
+                    ms=3, label=f"{rule} ({mode})")
             key = f"{network}_{rule}_{mode.replace(' ', '_').replace('(', '').replace(')', '')}"
             arrays[f"{key}_seconds"] = run["curve_seconds"]
             arrays[f"{key}_accuracy"] = run["curve_accuracy"]
             labels.append(f"{rule}\n{mode}")
             speedups.append(entry.get("epoch_speedup_over_sequential_bp", np.nan))
-        ax.axhline(target, color="grey", lw=0.8, ls="--")
-        ax.set(xlabel="wall-clock seconds", ylabel="test accuracy", title=f"{network}: accuracy against time")
-        ax.legend(fontsize=6)
+        ax.axhline(target, color="grey", lw=0.8, ls="--", label="target accuracy")
+        ax.set(xlabel="wall-clock seconds", ylabel="test accuracy (mean over seeds)",
+               title=f"{network}: accuracy against time")
+        ax.xaxis.set_major_locator(MaxNLocator(4))  # wall-clock ticks: few, so that they never collide
+        legend_outside(ax, fontsize=6, title="rule (schedule)", title_fontsize=6)
         rows, plain, signal = _model_check(build, train, runs, settings, comm)
         for row in rows:
             row["network"] = network
@@ -372,11 +410,15 @@ def layer_parallel(settings: dict, ctx: Context) -> ExperimentResult:
         net_metrics["block_costs_with_input_signal"] = [c.__dict__ for c in signal]
         metrics["networks"][network] = net_metrics
         sax = speed_axes[settings["networks"].index(network)]
-        sax.bar(range(len(labels)), speedups, color=["tab:grey" if "sequential" in lab else "tab:blue"
-                                                      for lab in labels])
+        sequential = np.array(["sequential" in lab for lab in labels])
+        positions, heights = np.arange(len(labels)), np.asarray(speedups, dtype=float)
+        sax.bar(positions[sequential], heights[sequential], color="tab:grey", label="sequential schedule (1 worker)")
+        sax.bar(positions[~sequential], heights[~sequential], color="tab:blue", label=f"on {workers} workers")
         sax.axhline(1.0, color="black", lw=0.8)
         sax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=90)
-        sax.set(ylabel="epoch-time speedup over sequential BP", title=f"{network} ({workers} workers)")
+        sax.set(xlabel="rule and schedule", ylabel="epoch-time speedup over sequential BP",
+                title=f"{network} ({workers} workers)")
+        sax.legend(fontsize=6)
     thr = _throughput(settings, ctx, comm)
     check_rows = _schedule_check(settings, ctx)
     metrics["schedule_check_simulated_costs"] = check_rows
@@ -398,20 +440,19 @@ def layer_parallel(settings: dict, ctx: Context) -> ExperimentResult:
         if sel.any():
             mx.scatter(pred[sel], meas[sel], marker=marker, label=mode)
     lims = [min(pred.min(), meas.min()) * 0.8, max(pred.max(), meas.max()) * 1.25]
-    mx.plot(lims, lims, color="grey", lw=0.8)
-    mx.set(xscale="log", yscale="log", xlabel="predicted epoch seconds", ylabel="measured epoch seconds",
-           title="schedule model vs runtime")
+    mx.plot(lims, lims, color="grey", lw=0.8, label="measured = predicted")
+    mx.set(xscale="log", yscale="log", xlabel="predicted epoch time (seconds)",
+           ylabel="measured epoch time (seconds)", title="schedule model vs runtime")
+    mx.xaxis.set_minor_formatter(NullFormatter())
+    mx.yaxis.set_minor_formatter(NullFormatter())
     mx.legend(fontsize=7)
     pred_s = np.array([r["predicted_speedup"] for r in check_rows])
     meas_s = np.array([r["measured_speedup"] for r in check_rows])
     for k in settings["schedule_check_blocks"]:
         sel = np.array([r["blocks"] == k for r in check_rows])
-        sx.scatter(pred_s[sel], meas_s[sel], label=f"{k} blocks on {k} workers")
-        for r in (r for r in check_rows if r["blocks"] == k):
-            sx.annotate(f"{r['rule']}{'' if r['pipelined'] else ' (locked)'}",
-                        (r["predicted_speedup"], r["measured_speedup"]), fontsize=5)
+        sx.scatter(pred_s[sel], meas_s[sel], label=f"{k} blocks on {k} workers (a point per rule)")
     top = max(pred_s.max(), meas_s.max()) * 1.1
-    sx.plot([0, top], [0, top], color="grey", lw=0.8)
+    sx.plot([0, top], [0, top], color="grey", lw=0.8, label="measured = predicted")
     sx.set(xlabel="predicted speedup over own sequential schedule", ylabel="measured speedup",
            title="simulated block costs (sleep)")
     sx.legend(fontsize=7)
@@ -422,21 +463,22 @@ def layer_parallel(settings: dict, ctx: Context) -> ExperimentResult:
     extrapolation = {}
     for rule, pipelined, label in MODEL_CURVES:
         cost = unit
-        if rule == "dni":  # a linear module on an n-wide output: a forward-sized product and a weight-gradient one
+        if rule == "sg":  # a linear module on an n-wide output: a forward-sized product and a weight-gradient one
             cost = BlockCost(unit.forward, unit.backward, unit.update, 2 * unit.forward + unit.update)
         curve = speedup_curve(rule, cost, ks, n_batches=100, comm=comm, pipelined=pipelined, baseline=BlockCost(
             unit.forward, unit.backward, unit.update))
         far = speedup_curve(rule, cost, ks, n_batches=100, comm=cluster_comm, pipelined=pipelined,
                             baseline=BlockCost(unit.forward, unit.backward, unit.update))
-        line, = ex.plot(ks, curve, label=label)
+        n_curve = len(extrapolation)  # a marker per curve: some coincide (DGL and overlap)
+        line, = ex.plot(ks, curve, label=label, marker="osD^vPX*"[n_curve % 8], ms=3)
         ex.plot(ks, far, ls=":", color=line.get_color())
         extrapolation[label] = {"workers": ks.tolist(), "speedup_threads": curve.tolist(),
                                 "speedup_cluster": far.tolist()}
         arrays[f"model_speedup_{rule}_{'pipelined' if pipelined else 'locked'}"] = curve
-    ex.plot(ks, ks, color="grey", lw=0.8, ls="--")
-    ex.set(xlabel="workers K (= blocks)", ylabel="speedup over sequential BP",
-           title="model: K equal blocks (dotted: cluster links)")
-    ex.legend(fontsize=6)
+    ex.plot(ks, ks, color="grey", lw=0.8, ls="--", label="K (ideal)")
+    ex.plot([], [], ":", color="k", label="dotted: over cluster links")
+    ex.set(xlabel="workers K (= blocks)", ylabel="speedup over sequential BP", title="model: K equal blocks")
+    legend_outside(ex, fontsize=6)
     metrics["extrapolation"] = {"block_cost": unit.__dict__, "thread_message_seconds": comm,
                                 "cluster_message_seconds": cluster_comm, "curves": extrapolation}
     parts = []
@@ -455,4 +497,4 @@ def layer_parallel(settings: dict, ctx: Context) -> ExperimentResult:
                f"{metrics['schedule_model_summary']['parallel_runs_median_measured_over_predicted']:.2f}; "
                f"load average {metrics['load_average_at_start']} -> {metrics['load_average_at_end']}")
     figures = {"accuracy_vs_time": fig_acc, "speedups": fig_speed, "schedule_model": fig_model}
-    return ExperimentResult(metrics, arrays, figures, summary, [])
+    return report_all_diverged(ExperimentResult(metrics, arrays, figures, summary, diverged), every)

@@ -20,14 +20,19 @@ from ..data import linear_teacher
 from ..data.tasks import Dataset, whitened_gaussian
 from ..network import init_network
 from ..nn import accuracy, predict
-from ..plots import mean_and_spread, new_figure
+from ..plots import (ACCURACY_RANGE, ANGLE_RANGE, end_markers, legend_outside, mean_and_spread, new_figure,
+                     note_bands)
+from ..nn import ACTIVATIONS
 from ..rules import draw_feedback
-from ..synthetic import init_modules, train_fixed_readout
+from ..settings import choice, integer, list_of, real, setting_error
+from ..synthetic import KINDS, TARGETS, init_modules, train_fixed_readout
 from ..train import train
-from . import Context, ExperimentResult, experiment, summary_stats
-from .feedback_alignment import teacher_task
+from . import Context, ExperimentResult, every_member_diverged, experiment, report_all_diverged, summary_stats
+from .feedback_alignment import POSITIVE, POSITIVE_INT, TEACHER_SCHEMA, TRAINING_SCHEMA, rules_setting, teacher_task
 
-LABELS = {"bp": "BP", "fa": "FA", "dfa": "DFA", "sg": "DNI", "cdni": "cDNI"}
+RULE_NAMES = ("bp", "fa", "dfa", "sg", "cdni")
+
+LABELS = {"bp": "BP", "fa": "FA", "dfa": "DFA", "sg": "SG (DNI)", "cdni": "cDNI"}
 COLORS = {"bp": "C0", "fa": "C4", "dfa": "C3", "sg": "C1", "cdni": "C2"}
 
 
@@ -67,6 +72,21 @@ def train_rules(rules, sizes, data: Dataset, settings: dict, ctx: Context, *, ac
 
 
 SG_DEFAULTS = {"sg_lr": 0.05, "sg_target": "true", "sg_kind": "linear", "sg_every": 1}
+SG_SCHEMA = {"sg_lr": POSITIVE, "sg_target": choice(*TARGETS), "sg_kind": choice(*KINDS), "sg_every": POSITIVE_INT}
+
+
+def _spectrum_fits(key: str, n_inputs: str, n_outputs: str, n_samples: str):
+    """A check: at most ``min(n_inputs, n_outputs)`` singular values, and ``n_samples >= n_inputs`` (whitening)."""
+    def check(settings):
+        rank = min(settings[n_inputs], settings[n_outputs])
+        if len(settings[key]) > rank:
+            raise setting_error(key, settings[key], f"has {len(settings[key])} values, more than "
+                                f"min({n_inputs}, {n_outputs}) = {rank}", f"1 to {rank} positive numbers")
+        if settings[n_samples] < settings[n_inputs]:
+            raise setting_error(n_samples, settings[n_samples], f"whitened inputs need {n_samples} >= {n_inputs} "
+                                f"({settings[n_inputs]})", f"an integer >= {settings[n_inputs]}")
+
+    return check
 
 
 # --- sg-linear ------------------------------------------------------------------------------------
@@ -83,6 +103,10 @@ SG_DEFAULTS = {"sg_lr": 0.05, "sg_target": "true", "sg_kind": "linear", "sg_ever
     defaults={"n_inputs": 16, "n_outputs": 8, "singular_values": [3.0, 2.0, 1.5, 1.0, 0.5], "n_samples": 256,
               "hidden": [6, 6], "steps": 3000, "lr": 0.05, "batch_size": 32, "init_scale": 0.5,
               "record_every": 30, "target_fraction": 0.01, "rules": ["bp", "sg", "cdni"], **SG_DEFAULTS},
+    schema={"n_inputs": POSITIVE_INT, "n_outputs": POSITIVE_INT, "singular_values": list_of(POSITIVE),
+            "n_samples": POSITIVE_INT, "hidden": list_of(POSITIVE_INT, max_len=8), **TRAINING_SCHEMA,
+            "target_fraction": real(0, 1, lo_open=True), "rules": rules_setting(RULE_NAMES), **SG_SCHEMA},
+    checks=_spectrum_fits("singular_values", "n_inputs", "n_outputs", "n_samples"),
     quick={"steps": 1200, "record_every": 20},
 )
 def sg_linear(settings: dict, ctx: Context) -> ExperimentResult:
@@ -107,7 +131,7 @@ def sg_linear(settings: dict, ctx: Context) -> ExperimentResult:
                                 linestyle=style)
                 # the zero-initialised module makes the first angle undefined: start at the second record
                 mean_and_spread(ax_angle, steps[1:], ang[1:, :, layer], label=f"{LABELS[name]} layer {layer + 1}",
-                                linestyle=style)
+                                linestyle=style, clip=ANGLE_RANGE)
             arrays.update({f"{name}_sg_error": err, f"{name}_sg_angle": ang})
             middle = len(steps) // 4
             metrics[name]["sg_error_early_per_layer"] = [summary_stats(err[middle, :, j]) for j in range(err.shape[-1])]
@@ -118,10 +142,12 @@ def sg_linear(settings: dict, ctx: Context) -> ExperimentResult:
     ax_angle.set(xlabel="step", ylabel="angle(SG, g) (degrees)", title="synthetic vs true gradient", ylim=(0, 120))
     for ax in (ax_loss, ax_err, ax_angle):
         ax.legend(fontsize="small")
+    note_bands(fig, ctx.n_seeds)
     summary = "; ".join(f"{LABELS[n]}: final loss {m['final_loss']['mean']:.3g}, reached {m['target_loss']:.3g} "
                         f"in {m['time_to_target']['fraction_reached']:.0%} of seeds"
                         for n, m in metrics.items() if m["final_loss"]["mean"] is not None)
-    return ExperimentResult(metrics, arrays, {"sg_linear": fig}, summary, diverged)
+    return report_all_diverged(ExperimentResult(metrics, arrays, {"sg_linear": fig}, summary, diverged),
+                               every_member_diverged(results.values()))
 
 
 # --- sg-regression --------------------------------------------------------------------------------
@@ -149,6 +175,12 @@ def _regression_data(seed: int, n_inputs: int, n_samples: int, noise: float, sca
               "record_every": 10, "init_radius": 1.5, "widths": [1, 2, 3, 4, 6, 8], "net_inputs": 6,
               "net_outputs": 4, "net_singular_values": [2.0, 1.6, 1.2, 0.8], "net_steps": 3000, "net_lr": 0.05,
               "net_sg_lr": 0.05},
+    schema={"n_samples": integer(2), "noise": real(0), "input_scales": list_of(POSITIVE, min_len=2, max_len=2),
+            "lr": POSITIVE, "sg_lr": POSITIVE, "steps": POSITIVE_INT, "record_every": POSITIVE_INT,
+            "init_radius": POSITIVE, "widths": list_of(POSITIVE_INT, max_len=32), "net_inputs": POSITIVE_INT,
+            "net_outputs": POSITIVE_INT, "net_singular_values": list_of(POSITIVE), "net_steps": POSITIVE_INT,
+            "net_lr": POSITIVE, "net_sg_lr": POSITIVE},
+    checks=_spectrum_fits("net_singular_values", "net_inputs", "net_outputs", "n_samples"),
     quick={"steps": 1500, "record_every": 10, "widths": [1, 2, 4, 8], "net_steps": 1500},
     default_seeds=8,
 )
@@ -194,10 +226,14 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
                          "module_final": {k: summary_stats(v[-1].reshape(n, -1)[:, 0]) for k, v in res.module.items()}}
         arrays.update({f"{name}_steps": res.steps, f"{name}_loss": res.loss, f"{name}_w": res.first_weights[:, :, 0],
                        **{f"{name}_module_{k}": v.reshape(v.shape[0], n, -1)[..., 0] for k, v in res.module.items()}})
-    for key, label in (("hidden", "a"), ("label", "b"), ("bias", "c")):
-        mean_and_spread(axes[2], runs["cdni"].steps, runs["cdni"].module[key].reshape(-1, n), label=f"cDNI {label}")
-    axes[1].set(xlabel="step", ylabel="L - L_min", title="excess loss")
+    for (key, label), color in zip((("hidden", "a"), ("label", "b"), ("bias", "c")), ("C4", "C5", "C6")):
+        mean_and_spread(axes[2], runs["cdni"].steps, runs["cdni"].module[key].reshape(-1, n), label=f"cDNI {label}",
+                        color=color)
+    axes[1].set(xlabel="step", ylabel="excess loss L - L_min", title="excess loss")
     axes[2].set(xlabel="step", ylabel="module parameter", title="(a, b, c) -> (1, -1, 0) with the label")
+    axes[1].legend(fontsize="small")
+    axes[2].set_ylim(-1.15, 1.5)  # room for the legend above the curves
+    axes[2].legend(fontsize="small", loc="upper center", ncols=3)
     # the two-layer net: final loss against the hidden width
     s = np.asarray(settings["net_singular_values"], dtype=float)
     data = linear_teacher(settings["net_inputs"], settings["net_outputs"], s, settings["n_samples"], seed=ctx.seed)
@@ -206,25 +242,30 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
     net_settings = {"steps": settings["net_steps"], "lr": settings["net_lr"], "batch_size": None, "init_scale": 0.5,
                     "record_every": settings["net_steps"], "sg_lr": settings["net_sg_lr"], "sg_target": "true",
                     "sg_kind": "linear", "sg_every": 1}
-    diverged = []
+    diverged, trained = [], []
     for width in widths:
         sizes = [data.n_inputs, width, data.n_outputs]
         results, div = train_rules(("bp", "sg", "cdni"), sizes, data, net_settings, ctx, activation="linear")
         diverged += [f"width {width}: {d}" for d in div]
+        trained += list(results.values())
         for name, res in results.items():
             finals[name].append(res.metric("loss")[-1])
     optimum = np.array([0.5 * float(np.sum(s[w:] ** 2)) for w in widths])
     for name, values in finals.items():
         values = np.stack(values)  # (W, E)
-        axes[3].errorbar(widths, values.mean(axis=1), yerr=values.std(axis=1), marker="o", capsize=2,
-                         label=LABELS[name], color=COLORS[name])
+        # BP and cDNI both reach the optimum: BP as large open circles, so that cDNI's marks inside stay visible
+        style = {"bp": dict(fmt="o-", ms=9, mfc="none"), "sg": dict(fmt="s--", ms=5),
+                 "cdni": dict(fmt="^:", ms=5)}[name]
+        axes[3].errorbar(widths, values.mean(axis=1), yerr=values.std(axis=1), capsize=2, label=LABELS[name],
+                         color=COLORS[name], zorder=3, **style)
         arrays[f"net_{name}_final_loss"] = values
         metrics.setdefault("two_layer", {})[name] = [summary_stats(v) for v in values]
-    axes[3].plot(widths, optimum, "k:", label="optimum at this width")
-    axes[3].axvline(settings["net_inputs"], color="grey", lw=0.8, ls="--")
-    axes[3].set(xlabel="hidden width", ylabel="final loss", title="two-layer net: bottleneck vs wide", yscale="symlog",
+    axes[3].plot(widths, optimum, "-", color="0.75", lw=5, zorder=1, label="optimum at this width")
+    axes[3].axvline(settings["net_inputs"], color="grey", lw=0.8, ls="--", label="width = input dimension")
+    axes[3].set(xlabel="hidden width", ylabel="final loss", title="two-layer net: bottleneck vs wide",
                 ylim=(0, None))
     axes[3].legend(fontsize="small")
+    fig.suptitle(f"band: mean ± std over the {n} starting points (error bars: over the seeds)", fontsize="small")
     metrics["two_layer"]["widths"] = widths
     metrics["two_layer"]["optimum"] = optimum.tolist()
     arrays.update({"net_widths": np.asarray(widths), "net_optimum": optimum})
@@ -233,7 +274,8 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
                f"{metrics['cdni']['distance_to_w_ls']['mean']:.1e} "
                f"with a = {metrics['cdni']['module_final']['hidden']['mean']:.4f}, b = "
                f"{metrics['cdni']['module_final']['label']['mean']:.4f}")
-    return ExperimentResult(metrics, arrays, {"sg_regression": fig}, summary, diverged)
+    return report_all_diverged(ExperimentResult(metrics, arrays, {"sg_regression": fig}, summary, diverged),
+                               every_member_diverged(trained))
 
 
 # --- sg-nonlinear ---------------------------------------------------------------------------------
@@ -248,6 +290,8 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
               "activation": "tanh", "steps": 3000, "lr": 0.1, "batch_size": 64, "init_scale": 1.0,
               "record_every": 50, "target_loss": 0.5, "rules": ["bp", "fa", "dfa", "sg", "cdni"],
               **{**SG_DEFAULTS, "sg_lr": 0.1}},
+    schema={**TEACHER_SCHEMA, "activation": choice(*ACTIVATIONS), **TRAINING_SCHEMA, "target_loss": POSITIVE,
+            "rules": rules_setting(RULE_NAMES), **SG_SCHEMA},
     quick={"n_train": 1000, "n_test": 500, "hidden": [32, 32], "steps": 800, "record_every": 40},
 )
 def sg_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
@@ -262,9 +306,13 @@ def sg_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
         test_acc = to_host(accuracy(predict(res.network.weights, x_test, activation), y_test))
         times = time_to_target(steps, loss, settings["target_loss"])
         mean_and_spread(axes[0], steps, loss, label=LABELS[name], log=True, color=COLORS[name])
-        mean_and_spread(axes[1], steps, acc, label=LABELS[name], color=COLORS[name])
+        mean_and_spread(axes[1], steps, acc, label=f"{LABELS[name]} training", color=COLORS[name], clip=ACCURACY_RANGE)
+        k = list(settings["rules"]).index(name)  # side by side just after the last step
+        end_markers(axes[1], steps[-1] * (1.02 + 0.03 * k), test_acc, label=f"{LABELS[name]} test (end)",
+                    color=COLORS[name], marker="sD^vo"[k % 5])
         if name != "bp":  # (the zero-initialised SG modules make the first angle undefined)
-            mean_and_spread(axes[2], steps[1:], angles[1:].mean(axis=-1), label=LABELS[name], color=COLORS[name])
+            mean_and_spread(axes[2], steps[1:], angles[1:].mean(axis=-1), label=LABELS[name], color=COLORS[name],
+                            clip=ANGLE_RANGE)
         arrays.update({f"{name}_steps": steps, f"{name}_loss": loss, f"{name}_accuracy": acc,
                        f"{name}_signal_angle": angles, f"{name}_test_accuracy": test_acc,
                        f"{name}_time_to_target": times})
@@ -279,15 +327,19 @@ def sg_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
                                 linestyle="-" if name == "cdni" else "--")
             arrays[f"{name}_sg_error"] = err
             metrics[name]["final_sg_error_per_layer"] = [summary_stats(err[-1, :, j]) for j in range(err.shape[-1])]
-    axes[0].axhline(settings["target_loss"], color="grey", lw=0.8, ls=":")
+    axes[0].axhline(settings["target_loss"], color="grey", lw=0.8, ls=":", label="target loss")
     axes[0].set(xlabel="step", ylabel="training loss (ce)", title="loss")
-    axes[1].set(xlabel="step", ylabel="training accuracy", title="accuracy")
+    axes[1].set(xlabel="step", ylabel="accuracy (fraction correct)", ylim=(0, 1.02),
+                title="accuracy: training, and test at the end")
     axes[2].axhline(90, color="grey", lw=0.8, ls="--")
     axes[2].set(xlabel="step", ylabel="mean angle to BP signal (degrees)", title="hidden signals vs BP", ylim=(0, 120))
     axes[3].set(xlabel="step", ylabel="|SG - g| / |g|", title="synthetic-gradient error", ylim=(0, None))
-    for ax in axes:
+    for ax in (axes[0], axes[2], axes[3]):
         ax.legend(fontsize="small")
+    legend_outside(axes[1], fontsize="x-small")
+    note_bands(fig, ctx.n_seeds)
     summary = "; ".join(f"{LABELS[n]}: test accuracy {m['test_accuracy']['mean']:.3f}, loss {settings['target_loss']} "
                         f"at step {m['time_to_target']['mean'] if m['time_to_target']['mean'] is not None else 'never'}"
                         for n, m in metrics.items() if m["test_accuracy"]["mean"] is not None)
-    return ExperimentResult(metrics, arrays, {"sg_nonlinear": fig}, summary, diverged)
+    return report_all_diverged(ExperimentResult(metrics, arrays, {"sg_nonlinear": fig}, summary, diverged),
+                               every_member_diverged(results.values()))
