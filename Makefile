@@ -18,7 +18,7 @@ $(VENV)/.test-installed: $(BIN)/bbp
 
 demo: $(BIN)/bbp
 	$(BIN)/bbp verify --quick
-	$(BIN)/bbp run fa-linear --out $(RUN_DIR)/fa-linear
+	$(BIN)/bbp run fa-linear --out $(RUN_DIR)/fa-linear --overwrite
 	@echo "Figures and metrics of the demo are in $(RUN_DIR)/fa-linear/"
 
 test: $(VENV)/.test-installed
