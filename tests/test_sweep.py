@@ -93,7 +93,8 @@ def test_points_are_named_by_their_settings_and_seeds():
 def test_a_local_cluster_sweep_equals_the_serial_sweep_and_bbp_run(serial_sweep, tmp_path):
     out = tmp_path / "dask"
     result = _sweep(out, workers=2)
-    assert (result.points, result.tasks, result.computed, len(result.failed)) == (4, 4, 4, 0)
+    # the two learning rates of each width share one ensemble (sim.sweep.fold): 2 tasks of E = 4
+    assert (result.points, result.tasks, result.computed, len(result.failed)) == (4, 2, 4, 0)
     points = _points(out)
     _assert_same_points(serial_sweep, out, points)
     # one point is bbp run with the same settings and seed
@@ -197,7 +198,7 @@ def test_only_unfinished_points_are_computed_again(serial_sweep, tmp_path):
     before = {f.name: f.stat().st_mtime_ns for f in d.iterdir()}
     assert [point_state(x) for x in (a, b, c, d)] == ["interrupted", "interrupted", "missing", "complete"]
     result = _sweep(out, serial=True)
-    assert (result.skipped, result.computed, result.tasks) == (1, 3, 3)
+    assert (result.skipped, result.computed, result.tasks) == (1, 3, 2)  # a and c (one width) fold into one task
     assert {f.name: f.stat().st_mtime_ns for f in d.iterdir()} == before
     _assert_same_points(serial_sweep, out, _points(out))
     assert _sweep(out, serial=True).tasks == 0
@@ -219,7 +220,7 @@ def _n_complete(out) -> int:
 
 def test_sigint_keeps_finished_points_and_the_same_command_computes_the_rest(tmp_path):
     out = tmp_path / "stopped"
-    proc, args = _start_sweep(out, "--serial")
+    proc, args = _start_sweep(out, "--serial", "--no-fold")  # one task per point: stop between points
     deadline = time.time() + 90
     while _n_complete(out) < 2:
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
@@ -234,7 +235,7 @@ def test_sigint_keeps_finished_points_and_the_same_command_computes_the_rest(tmp
     assert set(states) <= {"complete", "interrupted", "missing"}  # missing: stopped before its status
     assert (out / "results.parquet").exists()
     result = _sweep(out, grid={"lr": ["0.01", "0.02", "0.03"], "hidden": ["8", "16"]},
-                    settings={"steps": "600", "record_every": "20", "n_samples": "200"}, serial=True)
+                    settings={"steps": "600", "record_every": "20", "n_samples": "200"}, serial=True, fold=False)
     assert (result.skipped, result.computed, result.tasks) == (done, 6 - done, 6 - done)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import to_device, to_host
 from ..data import lillicrap_linear, teacher_classification
 from ..data.tasks import Dataset
+from ..members import join_networks, repeat_members, select_members
 from ..network import init_network
 from ..nn import accuracy, predict
 from ..plots import ACCURACY_RANGE, ANGLE_RANGE, end_markers, mean_and_spread, new_figure, note_bands
@@ -38,24 +41,77 @@ def teacher_task(settings: dict, seed: int) -> tuple[Dataset, Dataset, list[int]
     return data, test, [settings["n_inputs"], *settings["hidden"], settings["n_classes"]]
 
 
+#: The settings that :func:`compare_rules_folded` varies per ensemble member (a sweep folds them).
+PER_MEMBER = ("lr", "init_scale")
+
+
 def compare_rules(sizes, data: Dataset, settings: dict, ctx: Context, *, activation: str, probe_for_bp: str):
     """Train one ensemble per rule from the same init; BP's signals are probed with ``probe_for_bp``.
 
     Returns ``{rule: TrainResult}`` and a list of divergence messages.
     """
-    results, diverged = {}, []
-    for name in settings["rules"]:
-        net = init_network(sizes, ctx.n_seeds, seed=ctx.seed, scale=settings["init_scale"], activation=activation,
-                           xp=ctx.xp, dtype=ctx.dtype)
+    return compare_rules_folded(sizes, data, [settings], ctx, activation=activation, probe_for_bp=probe_for_bp)[0]
+
+
+def compare_rules_folded(sizes, data: Dataset, settings_list: list[dict], ctx: Context, *, activation: str,
+                         probe_for_bp: str) -> list:
+    """:func:`compare_rules` for several settings that differ only in :data:`PER_MEMBER`, as one ensemble per rule.
+
+    Settings ``p`` of ``P`` holds the members ``p S .. p S + S - 1`` (``S =
+    ctx.n_seeds``), drawn as its own ensemble of ``S`` (seed streams ``0 ..
+    S-1``, its ``init_scale``) and trained with its ``lr``
+    (:mod:`sim.members`); the results are split back, so each is what
+    :func:`compare_rules` gives for those settings alone. A block whose every
+    member diverged is trained again alone (alone, training stops when every
+    member has diverged, so its records are shorter). Returns one
+    ``({rule: TrainResult}, divergence messages)`` per settings.
+    """
+    first, n_points, n_seeds = settings_list[0], len(settings_list), ctx.n_seeds
+    for settings in settings_list[1:]:
+        differ = sorted(k for k in settings if settings[k] != first[k] and k not in PER_MEMBER)
+        if differ:
+            raise ValueError(f"folded settings may differ only in {', '.join(PER_MEMBER)}; they differ in "
+                             f"{', '.join(differ)}")
+    out = [({}, []) for _ in settings_list]
+    for name in first["rules"]:
+        nets = [init_network(sizes, n_seeds, seed=ctx.seed, scale=s["init_scale"], activation=activation,
+                             xp=ctx.xp, dtype=ctx.dtype) for s in settings_list]
         feedback_rule = probe_for_bp if name == "bp" else name
-        feedback = draw_feedback(feedback_rule, sizes, ctx.n_seeds, seed=ctx.seed,
-                                 scale=settings["feedback_scale"], xp=ctx.xp, dtype=ctx.dtype)
-        res = train(net, data, rule=name, steps=settings["steps"], lr=settings["lr"], batch_size=settings["batch_size"],
-                    feedback=feedback, seed=ctx.seed, record_every=settings["record_every"],
-                    probe=feedback_rule, progress=ctx.progress)
-        results[name] = res
-        diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
-    return results, diverged
+        feedback = draw_feedback(feedback_rule, sizes, n_seeds, seed=ctx.seed,
+                                 scale=first["feedback_scale"], xp=ctx.xp, dtype=ctx.dtype)
+
+        def run(net, lr, feedback):
+            return train(net, data, rule=name, steps=first["steps"], lr=lr, batch_size=first["batch_size"],
+                         feedback=feedback, seed=ctx.seed, record_every=first["record_every"],
+                         probe=feedback_rule, progress=ctx.progress)
+
+        if n_points == 1:
+            parts = [run(nets[0], first["lr"], feedback)]
+        else:
+            lrs = np.repeat([float(s["lr"]) for s in settings_list], n_seeds)
+            joint = run(join_networks(nets), lrs, repeat_members(feedback, n_points))
+            parts = [select_members(joint, slice(p * n_seeds, (p + 1) * n_seeds)) for p in range(n_points)]
+            parts = [run(nets[p], settings_list[p]["lr"], feedback)
+                     if len({d.member for d in res.diverged}) == n_seeds else res for p, res in enumerate(parts)]
+        for (results, diverged), res in zip(out, parts):
+            results[name] = res
+            diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
+    return out
+
+
+def _fa_linear_points(settings_list: list[dict], ctx: Context) -> list[ExperimentResult]:
+    """``fa-linear`` for settings that differ only in :data:`PER_MEMBER`, trained as one ensemble per rule."""
+    data = lillicrap_linear(settings_list[0]["n_samples"], seed=ctx.seed)
+    sizes = [data.n_inputs, settings_list[0]["hidden"], data.n_outputs]
+    trained = compare_rules_folded(sizes, data, settings_list, ctx, activation="linear", probe_for_bp="fa")
+    return [_fa_linear_report(ctx, results, diverged) for results, diverged in trained]
+
+
+def _dfa_nonlinear_points(settings_list: list[dict], ctx: Context) -> list[ExperimentResult]:
+    """``dfa-nonlinear`` for settings that differ only in :data:`PER_MEMBER`, trained as one ensemble per rule."""
+    data, test, sizes = teacher_task(settings_list[0], ctx.seed)
+    trained = compare_rules_folded(sizes, data, settings_list, ctx, activation="tanh", probe_for_bp="dfa")
+    return [_dfa_nonlinear_report(ctx, test, results, diverged) for results, diverged in trained]
 
 
 @experiment(
@@ -69,11 +125,13 @@ def compare_rules(sizes, data: Dataset, settings: dict, ctx: Context, *, activat
     schema={"n_samples": POSITIVE_INT, "hidden": POSITIVE_INT, **TRAINING_SCHEMA, "feedback_scale": POSITIVE,
             "rules": rules_setting(RULE_NAMES)},
     quick={"steps": 800, "record_every": 20},
+    per_member=PER_MEMBER, fold=_fa_linear_points,
 )
 def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
-    data = lillicrap_linear(settings["n_samples"], seed=ctx.seed)
-    sizes = [data.n_inputs, settings["hidden"], data.n_outputs]
-    results, diverged = compare_rules(sizes, data, settings, ctx, activation="linear", probe_for_bp="fa")
+    return _fa_linear_points([settings], ctx)[0]
+
+
+def _fa_linear_report(ctx: Context, results: dict, diverged: list) -> ExperimentResult:
     fig, (ax_loss, ax_angle) = new_figure(2)
     metrics, arrays = {}, {}
     for name, res in results.items():
@@ -109,10 +167,13 @@ def fa_linear(settings: dict, ctx: Context) -> ExperimentResult:
               "rules": list(RULE_NAMES)},
     schema={**TEACHER_SCHEMA, **TRAINING_SCHEMA, "feedback_scale": POSITIVE, "rules": rules_setting(RULE_NAMES)},
     quick={"n_train": 1000, "n_test": 500, "steps": 1200, "record_every": 50},
+    per_member=PER_MEMBER, fold=_dfa_nonlinear_points,
 )
 def dfa_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
-    data, test, sizes = teacher_task(settings, ctx.seed)
-    results, diverged = compare_rules(sizes, data, settings, ctx, activation="tanh", probe_for_bp="dfa")
+    return _dfa_nonlinear_points([settings], ctx)[0]
+
+
+def _dfa_nonlinear_report(ctx: Context, test: Dataset, results: dict, diverged: list) -> ExperimentResult:
     fig, axes = new_figure(4)
     metrics, arrays = {}, {}
     x_test, y_test = to_device(test.x, ctx.xp, ctx.dtype), to_device(test.y, ctx.xp, ctx.dtype)

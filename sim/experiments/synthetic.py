@@ -52,23 +52,55 @@ def _reached(times) -> dict:
 def train_rules(rules, sizes, data: Dataset, settings: dict, ctx: Context, *, activation: str,
                 observe_on: Dataset | None = None):
     """One ensemble per rule from the same initialisation; ``{rule: TrainResult}`` and divergence messages."""
-    results, diverged = {}, []
+    return train_rules_folded(rules, sizes, data, [settings], ctx, activation=activation, observe_on=observe_on)[0]
+
+
+def train_rules_folded(rules, sizes, data: Dataset, settings_list: list[dict], ctx: Context, *, activation: str,
+                       observe_on: Dataset | None = None) -> list:
+    """:func:`train_rules` for settings that differ only in ``lr`` and ``init_scale``, as one ensemble per rule.
+
+    As :func:`sim.experiments.feedback_alignment.compare_rules_folded`: each
+    settings' block of ``S = ctx.n_seeds`` members (network and, for DNI and
+    cDNI, modules) is drawn alone, the blocks are joined, trained at once and
+    split back (:mod:`sim.members`); a block whose every member diverged is
+    trained again alone. One ``({rule: TrainResult}, divergence messages)``
+    per settings, each what :func:`train_rules` gives for it alone.
+    """
+    from ..members import join_modules, join_networks, repeat_members, select_members
+    from ..rules import get_rule
+
+    first, n_points, n_seeds = settings_list[0], len(settings_list), ctx.n_seeds
+    out = [({}, []) for _ in settings_list]
     for name in rules:
-        net = init_network(sizes, ctx.n_seeds, seed=ctx.seed, scale=settings["init_scale"], activation=activation,
-                           xp=ctx.xp, dtype=ctx.dtype)
-        feedback = draw_feedback(name, sizes, ctx.n_seeds, seed=ctx.seed, xp=ctx.xp, dtype=ctx.dtype) \
+        nets = [init_network(sizes, n_seeds, seed=ctx.seed, scale=s["init_scale"], activation=activation,
+                             xp=ctx.xp, dtype=ctx.dtype) for s in settings_list]
+        feedback = draw_feedback(name, sizes, n_seeds, seed=ctx.seed, xp=ctx.xp, dtype=ctx.dtype) \
             if name in ("fa", "dfa") else None
         module_settings = None
         if name in ("sg", "cdni"):
-            module_settings = dict(lr=settings["sg_lr"], target=settings["sg_target"], kind=settings["sg_kind"],
-                                   every=settings["sg_every"])
-        res = train(net, data, rule=name, steps=settings["steps"], lr=settings["lr"],
-                    batch_size=settings["batch_size"], feedback=feedback, seed=ctx.seed,
-                    record_every=settings["record_every"], observe_on=observe_on, progress=ctx.progress,
-                    module_settings=module_settings)
-        results[name] = res
-        diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
-    return results, diverged
+            module_settings = dict(lr=first["sg_lr"], target=first["sg_target"], kind=first["sg_kind"],
+                                   every=first["sg_every"])
+
+        def run(net, lr, feedback, modules=None):
+            return train(net, data, rule=name, steps=first["steps"], lr=lr, batch_size=first["batch_size"],
+                         feedback=feedback, seed=ctx.seed, record_every=first["record_every"],
+                         observe_on=observe_on, progress=ctx.progress,
+                         module_settings=module_settings if modules is None else None, modules=modules)
+
+        if n_points == 1:
+            parts = [run(nets[0], first["lr"], feedback)]
+        else:
+            modules = None if module_settings is None else join_modules(
+                [get_rule(name).init_modules(net, seed=ctx.seed, **module_settings) for net in nets])
+            lrs = np.repeat([float(s["lr"]) for s in settings_list], n_seeds)
+            joint = run(join_networks(nets), lrs, repeat_members(feedback, n_points), modules)
+            parts = [select_members(joint, slice(p * n_seeds, (p + 1) * n_seeds)) for p in range(n_points)]
+            parts = [run(nets[p], settings_list[p]["lr"], feedback)
+                     if len({d.member for d in res.diverged}) == n_seeds else res for p, res in enumerate(parts)]
+        for (results, diverged), res in zip(out, parts):
+            results[name] = res
+            diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
+    return out
 
 
 SG_DEFAULTS = {"sg_lr": 0.05, "sg_target": "true", "sg_kind": "linear", "sg_every": 1}
@@ -91,6 +123,16 @@ def _spectrum_fits(key: str, n_inputs: str, n_outputs: str, n_samples: str):
 
 # --- sg-linear ------------------------------------------------------------------------------------
 
+def _sg_linear_points(settings_list: list[dict], ctx: Context) -> list[ExperimentResult]:
+    """``sg-linear`` for settings that differ only in ``lr`` and ``init_scale``, as one ensemble per rule."""
+    first = settings_list[0]
+    data = linear_teacher(first["n_inputs"], first["n_outputs"], first["singular_values"], first["n_samples"],
+                          seed=ctx.seed)
+    sizes = [data.n_inputs, *first["hidden"], data.n_outputs]
+    trained = train_rules_folded(first["rules"], sizes, data, settings_list, ctx, activation="linear")
+    return [_sg_linear_report(s, ctx, results, diverged) for s, (results, diverged) in zip(settings_list, trained)]
+
+
 @experiment(
     "sg-linear",
     title="Synthetic gradients in a deep linear network: BP, DNI and cDNI",
@@ -108,12 +150,13 @@ def _spectrum_fits(key: str, n_inputs: str, n_outputs: str, n_samples: str):
             "target_fraction": real(0, 1, lo_open=True), "rules": rules_setting(RULE_NAMES), **SG_SCHEMA},
     checks=_spectrum_fits("singular_values", "n_inputs", "n_outputs", "n_samples"),
     quick={"steps": 1200, "record_every": 20},
+    per_member=("lr", "init_scale"), fold=_sg_linear_points,
 )
 def sg_linear(settings: dict, ctx: Context) -> ExperimentResult:
-    data = linear_teacher(settings["n_inputs"], settings["n_outputs"], settings["singular_values"],
-                          settings["n_samples"], seed=ctx.seed)
-    sizes = [data.n_inputs, *settings["hidden"], data.n_outputs]
-    results, diverged = train_rules(settings["rules"], sizes, data, settings, ctx, activation="linear")
+    return _sg_linear_points([settings], ctx)[0]
+
+
+def _sg_linear_report(settings: dict, ctx: Context, results: dict, diverged: list) -> ExperimentResult:
     fig, (ax_loss, ax_err, ax_angle) = new_figure(3)
     metrics, arrays = {}, {}
     for name, res in results.items():
@@ -280,6 +323,15 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
 
 # --- sg-nonlinear ---------------------------------------------------------------------------------
 
+def _sg_nonlinear_points(settings_list: list[dict], ctx: Context) -> list[ExperimentResult]:
+    """``sg-nonlinear`` for settings that differ only in ``lr`` and ``init_scale``, as one ensemble per rule."""
+    first = settings_list[0]
+    data, test, sizes = teacher_task(first, ctx.seed)
+    trained = train_rules_folded(first["rules"], sizes, data, settings_list, ctx, activation=first["activation"])
+    return [_sg_nonlinear_report(s, ctx, test, results, diverged)
+            for s, (results, diverged) in zip(settings_list, trained)]
+
+
 @experiment(
     "sg-nonlinear",
     title="BP, FA, DFA, DNI and cDNI on a nonlinear teacher",
@@ -293,11 +345,14 @@ def sg_regression(settings: dict, ctx: Context) -> ExperimentResult:
     schema={**TEACHER_SCHEMA, "activation": choice(*ACTIVATIONS), **TRAINING_SCHEMA, "target_loss": POSITIVE,
             "rules": rules_setting(RULE_NAMES), **SG_SCHEMA},
     quick={"n_train": 1000, "n_test": 500, "hidden": [32, 32], "steps": 800, "record_every": 40},
+    per_member=("lr", "init_scale"), fold=_sg_nonlinear_points,
 )
 def sg_nonlinear(settings: dict, ctx: Context) -> ExperimentResult:
-    data, test, sizes = teacher_task(settings, ctx.seed)
+    return _sg_nonlinear_points([settings], ctx)[0]
+
+
+def _sg_nonlinear_report(settings: dict, ctx: Context, test: Dataset, results: dict, diverged: list):
     activation = settings["activation"]
-    results, diverged = train_rules(settings["rules"], sizes, data, settings, ctx, activation=activation)
     fig, axes = new_figure(4)
     metrics, arrays = {}, {}
     x_test, y_test = to_device(test.x, ctx.xp, ctx.dtype), to_device(test.y, ctx.xp, ctx.dtype)

@@ -44,7 +44,7 @@ class SweepResult:
 
     out: Path
     points: int
-    tasks: int
+    tasks: int  # tasks this run made of the points to compute (folded ones compute several points at once)
     skipped: int  # complete before this run
     computed: int  # points completed by this run
     failed: dict = field(default_factory=dict)  # point -> error
@@ -52,6 +52,8 @@ class SweepResult:
     interrupted: str | None = None  # the signal that stopped the sweep, if any
     seconds: float = 0.0
     table: object = None  # pandas.DataFrame
+    folded: int = 0  # tasks that fold several points into one ensemble
+    largest_task: int = 0  # ensemble members of the largest task
 
     @property
     def remaining(self) -> int:
@@ -59,12 +61,15 @@ class SweepResult:
 
     def summary(self) -> str:
         parts = [f"{self.points} points", f"{self.skipped} already complete",
-                 f"{self.computed} computed in {self.tasks} tasks", f"{len(self.failed)} failed"]
+                 f"{self.computed} computed in {self.tasks} tasks{self._fold_note()}", f"{len(self.failed)} failed"]
         if self.busy:
             parts.append(f"{len(self.busy)} running elsewhere")
         if self.remaining > len(self.busy):
             parts.append(f"{self.remaining - len(self.busy)} remaining")
         return f"{', '.join(parts)}; {self.seconds:.1f} s"
+
+    def _fold_note(self) -> str:
+        return f" ({self.folded} folded, the largest E = {self.largest_task})" if self.folded else ""
 
 
 def run_task(out: str, points: list, *, figures: bool = False, argv=None, fold: dict | None = None,
@@ -188,8 +193,11 @@ def run_sweep(experiment, grid: dict | None = None, *, seeds: int | None = None,
     ``out`` are skipped; missing and interrupted ones (failed ones with
     ``retry_failed``) are computed: in this process with ``serial``, else on
     ``client``, the scheduler at ``scheduler``, or a new ``LocalCluster`` of
-    ``workers`` processes. Bad specs raise ``ValueError`` before anything
-    runs. A stop by a signal (``bbp``'s :class:`sim.interrupt.RunInterrupted`)
+    ``workers`` processes. With ``fold`` (the default), points that differ
+    only in settings their experiment varies per member are computed as one
+    ensemble, one task (:mod:`sim.sweep.fold`); the result's ``tasks``,
+    ``folded`` and ``largest_task`` say what the sweep became. Bad specs
+    raise ``ValueError`` before anything runs. A stop by a signal (``bbp``'s :class:`sim.interrupt.RunInterrupted`)
     ends it with the finished points kept, running ones marked interrupted,
     the table rebuilt and ``interrupted`` set; ``KeyboardInterrupt`` does the
     same and is raised again.
@@ -218,14 +226,15 @@ def run_sweep(experiment, grid: dict | None = None, *, seeds: int | None = None,
         result.failed = {k: "failed before (run with --retry-failed to compute it again)"
                          for k, s in states.items() if s == "failed" and not retry_failed}
         tasks = fold_tasks(todo, fold=fold)
-        result.tasks = len(tasks)
+        result.tasks, result.folded = len(tasks), sum(t.fold is not None for t in tasks)
+        result.largest_task = max((t.members for t in tasks), default=0)
         if tasks and not serial and client is None:
             own_client, cluster = connect(workers=min(workers or cpu_count(), len(tasks)))
             client = own_client
         if progress:
             where = "in this process" if serial or client is None else _where(client, cluster)
             print(f"sweep {out}: {len(points)} points, {result.skipped} complete, {len(todo)} to compute "
-                  f"in {len(tasks)} tasks {where}", file=sys.stderr, flush=True)
+                  f"in {len(tasks)} tasks{result._fold_note()} {where}", file=sys.stderr, flush=True)
             link = None if serial or client is None else dashboard_link(client)
             if link:
                 print(f"Dask dashboard: {link}", file=sys.stderr, flush=True)
@@ -283,12 +292,12 @@ def _execute(tasks, result: SweepResult, *, out: str, client, figures: bool, arg
                 result.busy.append(o["point"])
             else:
                 result.failed[o["point"]] = o["error"] or o["status"]
-        bar.update(len(task.points))
-        note = f"done {result.computed}, failed {len(result.failed)}, remaining {total - bar.n}"
+        note = f"done {result.computed}, failed {len(result.failed)}, remaining {total - bar.n - len(task.points)}"
         if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(note)
+            bar.set_postfix_str(note, refresh=False)
         else:
             bar.desc = f"sweep ({note})"
+        bar.update(len(task.points))  # shows the note with the new count
 
     with bar:
         if client is None:

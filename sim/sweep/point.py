@@ -107,13 +107,34 @@ def compute_point(out, point, *, figures: bool = False, argv=None, compute=None)
         def compute():
             return run_experiment(point.experiment, context=context, overrides=point.settings)[1]
 
-    with run, rundir.logging_to(directory / rundir.LOG_FILE):
+    with run:
+        return fill_point(run, point, compute, figures=figures)
+
+
+def fill_point(run, point, compute, *, figures: bool = False, config: dict | None = None,
+               shared_seconds: float | None = None) -> dict:
+    """Fill the run directory ``run`` (held by this process) of ``point`` from ``compute()``; its outcome.
+
+    ``config`` adds entries to the ``sweep`` table of its ``config.toml``;
+    ``shared_seconds`` (a folded task's compute time, shared among its
+    points) is added to the ``seconds`` of its ``metrics.json``. The status
+    ends ``complete`` or ``failed`` (see :func:`compute_point`).
+    """
+    directory = run.path
+    outcome = {"point": point.key, "status": None, "seconds": None, "error": None}
+    settings = point.config(run.info["started"])
+    settings["sweep"].update(config or {})
+    with rundir.logging_to(directory / rundir.LOG_FILE):
         try:
-            result, seconds, files = rundir.fill_run(run, point.config(run.info["started"]), compute,
-                                                     figures=figures)
+            result, seconds, files = rundir.fill_run(run, settings, compute, figures=figures)
         except Exception as err:  # recorded by fill_run, with its traceback
             return {**outcome, "status": "failed", "error": f"{type(err).__name__}: {err}",
                     "seconds": run.info["seconds"]}
+        if shared_seconds is not None:
+            seconds += shared_seconds
+            metrics = read_metrics(directory)
+            metrics["seconds"] = seconds
+            rundir.write_json(directory / "metrics.json", metrics)
         if getattr(result, "all_diverged", False):
             run.set_status("failed", error=f"every member diverged: {'; '.join(result.diverged)}", files=files)
             return {**outcome, "status": "failed", "seconds": seconds, "error": run.info["error"]}

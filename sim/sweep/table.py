@@ -38,7 +38,9 @@ MAX_LIST = 16
 
 
 def _is_stat(value) -> bool:
-    return isinstance(value, dict) and "mean" in value and "std" in value
+    """A summary statistic: ``mean`` and ``std`` numbers (a dict of lists, one per sample size, is not one)."""
+    return isinstance(value, dict) and "mean" in value and "std" in value and \
+        all(isinstance(value[k], bool | int | float) or value[k] is None for k in ("mean", "std"))
 
 
 def flatten_metrics(metrics: dict, seeds: int) -> tuple[dict, dict]:
@@ -138,8 +140,10 @@ def build_curves(out, points):
         for name, (steps, values) in _curves_of(arrays, p.seeds).items():
             extra = [f"{name}_dim{i}" for i in range(2, values.ndim)]
             _, unique = np.unique(steps, return_index=True)  # a repeated step keeps its first record
+            # extra axes (a layer, ...) are indexed, so points with more or fewer layers align, padded with nan
+            extra_coords = {d: np.arange(values.shape[i + 2]) for i, d in enumerate(extra)}
             variables.append(xr.DataArray(values[:, unique], dims=("seed", "step", *extra), name=name,
-                                          coords={"seed": np.arange(p.seeds), "step": steps[unique]}))
+                                          coords={"seed": np.arange(p.seeds), "step": steps[unique], **extra_coords}))
         if variables:
             per_point.append(xr.merge(variables, join="outer", compat="no_conflicts"))
             keys.append(p)
