@@ -40,6 +40,22 @@ Baselines on the same architecture and data
     with its own linear classifier of the flattened map, then frozen; its ReLU map
     is the next layer's input; the last auxiliary classifier is the output.
 
+``linear``, ``random-features``, ``mlp``, ``cnn``
+    Shallow and generic baselines on the pixels (:mod:`sim.baselines`), which
+    bound the question from below and from the side: the CNN's kernels and strides
+    are not the grammar's, while ``end-to-end`` has the oracle architecture.
+
+Departures from the paper are options of :class:`TrainSettings`, the paper's choice
+available: ``embedding`` (``label`` is the paper's; ``hidden`` and ``input`` cluster the
+hidden layer or the raw patch), ``oversample`` (1 is the paper's plain k-means; r > 1
+oversamples and merges by Ward's linkage), ``cluster_count`` (``given``: the true
+alphabet size, as the analysis assumes; ``silhouette``: estimated from the data), and
+``clustering="random"`` as a control (the broken clustering of the claims).
+
+The top classifier is linear by default; ``top="mlp"`` fits the two-layer network
+of the paper's last level to the whole one-hot top map, which can read an
+arrangement of symbols (:mod:`sim.data.arrangements`).
+
 Every member of an ensemble trains at once (a leading axis ``E``). Inputs may be
 shared ``(N, H, W)`` or per member ``(E, N, H, W)`` (each member its own training
 sample); the k-means step runs per member on the host.
@@ -47,14 +63,21 @@ sample); the k-means step runs per member on the host.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from .backend import blas_policy, get_namespace, namespace, shared_rng, to_device, to_host
-from .divergence import DIVERGENCE_FACTOR, Divergence, check_divergence_factor, divergence_message
-from .lazy import lazy_callable
+from .divergence import DIVERGENCE_FACTOR, Divergence, check_divergence_factor
+from .clustering import (  # noqa: F401  (re-exported: the clustering step lives in sim.clustering)
+    CLUSTER_COUNTS,
+    Clustering,
+    adjusted_rand_index,
+    contingency_table,
+    estimate_n_clusters,
+    kmeans,
+    random_clustering,
+)
 from .patch import (
     OPTIMIZERS,
     PatchNetwork,
@@ -67,123 +90,13 @@ from .patch import (
     train_patch_network,
 )
 
-# scipy is imported at the first call (sim.lazy: bbp list starts fast)
-fcluster = lazy_callable("scipy.cluster.hierarchy", "fcluster")
-linkage = lazy_callable("scipy.cluster.hierarchy", "linkage")
-kmeans2 = lazy_callable("scipy.cluster.vq", "kmeans2")
-vq = lazy_callable("scipy.cluster.vq", "vq")
 
 EMBEDDINGS = ("label", "hidden", "input")
-
-
-# --------------------------------------------------------------------------------------------
-# adjusted Rand index and k-means
-# --------------------------------------------------------------------------------------------
-
-def contingency_table(labels_true, labels_pred) -> np.ndarray:
-    r"""The contingency table :math:`n_{ij} = \#\{t : a_t = i, b_t = j\}` of two labellings (renumbered)."""
-    a, b = np.asarray(labels_true).ravel(), np.asarray(labels_pred).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"labellings must have the same number of items, got {a.size} and {b.size}")
-    _, ai = np.unique(a, return_inverse=True)
-    _, bi = np.unique(b, return_inverse=True)
-    n_a, n_b = (int(ai.max()) + 1, int(bi.max()) + 1) if a.size else (0, 0)
-    return np.bincount(ai * n_b + bi, minlength=n_a * n_b).reshape(n_a, n_b)
-
-
-def adjusted_rand_index(labels_true, labels_pred) -> float:
-    r"""Adjusted Rand index (Hubert & Arabie 1985) of two labellings of the same items.
-
-    With the contingency table :math:`n_{ij}`, row sums :math:`a_i`, column sums
-    :math:`b_j` and :math:`n` items,
-
-    .. math:: \mathrm{ARI} = \frac{\sum_{ij}\binom{n_{ij}}2 - E}{\tfrac12\big(\sum_i\binom{a_i}2
-              + \sum_j\binom{b_j}2\big) - E},\qquad
-              E = \frac{\sum_i\binom{a_i}2\sum_j\binom{b_j}2}{\binom n2}.
-
-    It is 1 for identical partitions (up to renaming), about 0 for independent
-    ones, and can be negative. When both partitions are trivial (the denominator
-    vanishes) it is 1.
-    """
-    table = contingency_table(labels_true, labels_pred).astype(float)
-    n = table.sum()
-    if n < 2:
-        return 1.0
-
-    def pairs(v):
-        return v * (v - 1) / 2
-
-    index = pairs(table).sum()
-    rows, cols = pairs(table.sum(axis=1)).sum(), pairs(table.sum(axis=0)).sum()
-    expected = rows * cols / pairs(n)
-    maximum = (rows + cols) / 2
-    if maximum == expected:
-        return 1.0
-    return float((index - expected) / (maximum - expected))
-
-
-@dataclass(frozen=True)
-class Clustering:
-    """k-means centroids ``(M, dim)`` and the cluster ``groups[i]`` in ``[0, K)`` of each centroid."""
-
-    centroids: np.ndarray
-    groups: np.ndarray
-
-    @property
-    def n_clusters(self) -> int:
-        return int(self.groups.max()) + 1
-
-    def assign(self, points: np.ndarray) -> np.ndarray:
-        """The cluster of each point ``(n, dim)``: the group of its nearest centroid."""
-        return self.groups[vq(np.asarray(points, dtype=float), self.centroids)[0]]
-
-
-def kmeans(points: np.ndarray, n_clusters: int, *, seed: int = 0, restarts: int = 3, max_points: int = 20000,
-           oversample: int | tuple = 1) -> tuple[Clustering, np.ndarray]:
-    r"""k-means clustering with :func:`scipy.cluster.vq.kmeans2` (``++`` init), best of ``restarts``.
-
-    Minimises :math:`\sum_t \min_c \lVert x_t - \mu_c\rVert^2`. The centroids are fitted
-    on at most ``max_points`` points drawn at random (all when fewer), then every
-    point is assigned to its nearest centroid.
-
-    With ``oversample = r > 1``, k-means finds :math:`r K` clusters and Ward's
-    agglomerative linkage of their centroids (:func:`scipy.cluster.hierarchy.linkage`)
-    groups them into :math:`K` clusters. This keeps k-means from splitting one large
-    spread-out cluster (say, blank patches with pixel noise) while it merges small
-    distinct ones.
-
-    Returns
-    -------
-    clustering : Clustering
-    labels : ``(n_points,)`` ints in ``[0, K)``
-    """
-    points = np.asarray(points, dtype=float)
-    if points.ndim != 2 or not np.all(np.isfinite(points)):
-        raise ValueError(f"points must be a finite (n_points, dim) array, got shape {points.shape}")
-    if isinstance(n_clusters, bool) or not 1 <= int(n_clusters) <= len(points):
-        raise ValueError(f"n_clusters must be in [1, n_points = {len(points)}], got {n_clusters!r}")
-    if isinstance(oversample, bool) or int(oversample) != oversample or oversample < 1:
-        raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
-    n_clusters = int(n_clusters)
-    rng = shared_rng(seed, "extra")
-    fit = points if len(points) <= max_points else points[rng.choice(len(points), max_points, replace=False)]
-    n_fit = min(len(fit), n_clusters * int(oversample))
-    best, best_cost = None, np.inf
-    for _ in range(max(1, int(restarts))):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # an emptied cluster keeps its centroid
-            centroids, _ = kmeans2(fit, n_fit, iter=30, minit="++", rng=rng)
-        _, dist = vq(fit, centroids)
-        cost = float(np.sum(dist ** 2))
-        if cost < best_cost:
-            best, best_cost = centroids, cost
-    if n_fit > n_clusters:
-        groups = fcluster(linkage(best, method="ward"), n_clusters, criterion="maxclust") - 1
-        groups = np.unique(groups, return_inverse=True)[1]  # numbered 0 .. K-1 without gaps
-    else:
-        groups = np.arange(n_fit)
-    clustering = Clustering(best, groups.astype(np.int64))
-    return clustering, clustering.assign(points)
+#: Top classifiers on the one-hot top code map: ``linear`` (softmax regression) or ``mlp`` (the paper's
+#: two-layer network on the whole top patch, :mod:`sim.baselines`), which reads arrangements of symbols.
+TOPS = ("linear", "mlp")
+#: The clustering step: k-means (the paper's), or ``random`` cluster labels (a control: the broken clustering).
+CLUSTERINGS = ("kmeans", "random")
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +111,12 @@ class TrainSettings:
     network (per level for layerwise and greedy); ``lr``, ``momentum``,
     ``batch_size``, ``weight_decay`` as in :func:`sim.patch.train_patch_network`.
     ``embedding``, ``kmeans_restarts`` and ``kmeans_points`` concern the layerwise
-    clustering; ``top_l2``, ``top_steps`` and ``top_lr`` the default top classifier.
+    clustering; ``top_l2``, ``top_steps`` and ``top_lr`` the default top classifier; ``top``
+    (``linear`` or ``mlp``, :data:`TOPS`) and ``top_width`` the top classifier's kind.
+    ``clustering`` (``kmeans``, or ``random`` as a control) and ``cluster_count``
+    (``given``: the alphabet sizes passed to :func:`fit_layerwise`, the paper's
+    oracle; ``silhouette``: estimated per level and member from the data by
+    :func:`sim.clustering.estimate_n_clusters` over 2 .. ``max_clusters``).
     ``divergence_factor``: a member whose loss exceeds this many times its first
     loss diverges (see :func:`sim.patch.train_patch_network`).
     """
@@ -217,6 +135,11 @@ class TrainSettings:
     top_l2: float = 1e-3
     top_steps: int = 300
     top_lr: float = 1.0
+    top: str = "linear"
+    top_width: int = 128
+    clustering: str = "kmeans"
+    cluster_count: str = "given"
+    max_clusters: int = 24
     dtype: str = "float64"
     divergence_factor: float = DIVERGENCE_FACTOR
 
@@ -237,9 +160,17 @@ class TrainSettings:
         for over in ((self.oversample,) if isinstance(self.oversample, int) else tuple(self.oversample)):
             if isinstance(over, bool) or int(over) != over or over < 1:
                 raise ValueError(f"oversample must be a positive integer (or one per level), got {self.oversample!r}")
+        if self.clustering not in CLUSTERINGS:
+            raise ValueError(f"unknown clustering {self.clustering!r}; allowed: {', '.join(CLUSTERINGS)}")
+        if self.cluster_count not in CLUSTER_COUNTS:
+            raise ValueError(f"unknown cluster_count {self.cluster_count!r}; allowed: {', '.join(CLUSTER_COUNTS)}")
+        if isinstance(self.max_clusters, bool) or int(self.max_clusters) != self.max_clusters or self.max_clusters < 2:
+            raise ValueError(f"max_clusters must be an integer >= 2, got {self.max_clusters!r}")
+        if self.top not in TOPS:
+            raise ValueError(f"unknown top {self.top!r}; allowed: {', '.join(TOPS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        for name in ("hidden", "batch_size", "kmeans_restarts", "kmeans_points"):
+        for name in ("hidden", "batch_size", "kmeans_restarts", "kmeans_points", "top_width"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -356,6 +287,11 @@ class LayerwiseModel:
     train_codes : list of host int arrays
         ``(E, N, H_j, W_j)``: the cluster of every training patch, per level.
     settings : TrainSettings
+    patch_size : int
+    top_model : BaselineModel or None
+        The two-layer top network when ``settings.top == "mlp"`` (then ``top_weights`` is None).
+    cluster_counts : tuple of tuples of int
+        The clusters used per level (bottom first) and member: the given ones, or the estimates.
     """
 
     nets: list
@@ -365,6 +301,8 @@ class LayerwiseModel:
     train_codes: list
     settings: TrainSettings
     patch_size: int
+    top_model: object = None
+    cluster_counts: tuple = ()
 
     @property
     def n_members(self) -> int:
@@ -453,7 +391,7 @@ def fit_layerwise(images, labels, n_clusters: Sequence[int], *, n_classes: int, 
             shared_rng(seed, "noise").permutation(labels)
     y = _one_hot_targets(train_labels, n_classes, xp, settings.dtype)
     seeds = _level_seeds(seed, 2 * len(n_clusters))
-    nets, clusterings, codes_all = [], [], []
+    nets, clusterings, codes_all, used_counts = [], [], [], []
     for j, k in enumerate(n_clusters):
         net = init_patch_network(tuple(x.shape[-3:]), [settings.hidden], n_classes, n_members,
                                  patch_size=patch_size, seed=seeds[2 * j], kind="patch", xp=xp, dtype=settings.dtype)
@@ -464,20 +402,37 @@ def fit_layerwise(images, labels, n_clusters: Sequence[int], *, n_classes: int, 
         emb = patch_embeddings(net, x, settings.level_embedding(j))
         if found:
             emb = np.where(np.isfinite(emb), emb, 0.0)
-        level_clusterings = []
+        level_clusterings, level_counts = [], []
         codes = np.empty(emb.shape[:-1], dtype=np.int64)
         for m in range(n_members):
-            clustering, flat = kmeans(emb[m].reshape(-1, emb.shape[-1]), k, seed=seeds[2 * j + 1] + m,
-                                      restarts=settings.kmeans_restarts, max_points=settings.kmeans_points,
-                                      oversample=settings.level_oversample(j))
+            points, k_m = emb[m].reshape(-1, emb.shape[-1]), k
+            if settings.cluster_count == "silhouette":
+                k_m, _ = estimate_n_clusters(points, range(2, settings.max_clusters + 1), seed=seeds[2 * j + 1] + m,
+                                             restarts=1, oversample=settings.level_oversample(j))
+            if settings.clustering == "random":
+                clustering, flat = random_clustering(points, k_m, seed=seeds[2 * j + 1] + m)
+            else:
+                clustering, flat = kmeans(points, k_m, seed=seeds[2 * j + 1] + m, restarts=settings.kmeans_restarts,
+                                          max_points=settings.kmeans_points, oversample=settings.level_oversample(j))
             level_clusterings.append(clustering)
+            level_counts.append(k_m)
             codes[m] = flat.reshape(codes.shape[1:])
+        k = max(level_counts)  # the width of the one-hot code map (members may estimate different counts)
+        used_counts.append(tuple(level_counts))
         nets.append(net)
         clusterings.append(level_clusterings)
         codes_all.append(codes)
         x = one_hot_maps(codes, k, xp, settings.dtype)
+    n_clusters = tuple(max(c) for c in used_counts)
     feats = _top_features(codes_all[-1], n_clusters[-1])
     targets = np.broadcast_to(np.eye(n_classes)[labels], (n_members, n, n_classes))
+    if top_classifier is None and settings.top == "mlp":
+        from .baselines import BaselineSettings, fit_baseline
+
+        top = fit_baseline("mlp", feats[:, :, None, :], np.broadcast_to(labels, (n_members, n)), n_classes=n_classes,
+                           seed=seeds[-1], settings=BaselineSettings(width=settings.top_width))
+        return LayerwiseModel(nets, clusterings, None, n_clusters, codes_all, settings, int(patch_size), top,
+                              tuple(used_counts))
     if top_classifier is None:
         w = to_host(fit_softmax_regression(to_device(feats, xp, settings.dtype),
                                            to_device(np.ascontiguousarray(targets), xp, settings.dtype),
@@ -486,7 +441,8 @@ def fit_layerwise(images, labels, n_clusters: Sequence[int], *, n_classes: int, 
         w = np.asarray(top_classifier(feats, np.ascontiguousarray(targets)))
     if w.shape != (n_members, feats.shape[-1], n_classes):
         raise ValueError(f"top_classifier must return weights {(n_members, feats.shape[-1], n_classes)}, got {w.shape}")
-    return LayerwiseModel(nets, clusterings, w, n_clusters, codes_all, settings, int(patch_size))
+    return LayerwiseModel(nets, clusterings, w, n_clusters, codes_all, settings, int(patch_size),
+                          cluster_counts=tuple(used_counts))
 
 
 def _report(divergences, found, offset: int) -> None:
@@ -510,7 +466,12 @@ def layerwise_codes(model: LayerwiseModel, images, *, xp=None) -> list[np.ndarra
 def layerwise_logits(model: LayerwiseModel, images, *, codes=None) -> np.ndarray:
     """Top-classifier logits ``(E, N, K)`` (host) for new images (or their precomputed ``codes``)."""
     codes = layerwise_codes(model, images) if codes is None else codes
-    return _top_features(codes[-1], model.n_clusters[-1]) @ model.top_weights
+    feats = _top_features(codes[-1], model.n_clusters[-1])
+    if model.top_model is not None:
+        from .baselines import baseline_logits
+
+        return baseline_logits(model.top_model, feats[:, :, None, :])
+    return feats @ model.top_weights
 
 
 def level_recovery(codes: np.ndarray, true_symbols: np.ndarray) -> np.ndarray:
@@ -614,105 +575,15 @@ def end_to_end_logits(net: PatchNetwork, images):
 
 
 # --------------------------------------------------------------------------------------------
-# accuracy and recovery against the number of training samples
+# the sample-size comparison lives in sim.layerwise_compare (re-exported here, lazily)
 # --------------------------------------------------------------------------------------------
 
-METHODS = ("layerwise", "end-to-end", "greedy")
+_COMPARE = ("DEFAULT_METHODS", "METHODS", "SampleSizeComparison", "compare_on_sample_sizes")
 
 
-@dataclass
-class SampleSizeComparison:
-    """Test accuracy of every method and layerwise level recovery, per sample size and member.
+def __getattr__(name: str):
+    if name in _COMPARE:
+        from . import layerwise_compare
 
-    ``accuracy[method]`` is ``(S, E)``; ``recovery`` is ``(S, levels, E)`` (adjusted
-    Rand index of the layerwise clusters with the true symbols of levels ``d .. 1``,
-    bottom first); ``seconds[method]`` the fitting time per sample size.
-    ``diverged`` lists the members that diverged (``"{method} n={n} member {m}:
-    {reason} at step {step}"``); their accuracy and recovery are ``nan``.
-    ``all_diverged``: every member of every fit diverged.
-    """
-
-    sample_sizes: np.ndarray
-    accuracy: dict
-    recovery: np.ndarray
-    seconds: dict
-    methods: tuple
-    diverged: list = field(default_factory=list)
-    all_diverged: bool = False
-
-
-@blas_policy()  # one BLAS thread: small products (see sim.backend)
-def compare_on_sample_sizes(grammar, sample_sizes: Sequence[int], *, n_members: int = 2, seed: int = 0,
-                            settings: TrainSettings | dict | None = None, n_test: int = 1000,
-                            methods: Sequence[str] = METHODS, top_classifier: Callable | None = None,
-                            label_noise: bool = False, xp=None) -> SampleSizeComparison:
-    r"""Layerwise vs end-to-end BP vs greedy auxiliary training on data of ``grammar``.
-
-    Member ``m`` trains on its own first ``n`` images of one pool of
-    ``max(sample_sizes)`` images (so the training sets are nested in ``n``); all
-    are tested on the same ``n_test`` images. The layerwise algorithm clusters
-    into the grammar's alphabet sizes; the baselines use ``depth`` layers of
-    ``hidden`` channels. ``settings`` is one :class:`TrainSettings` for all methods or
-    a dict ``{method: TrainSettings}`` (each method its own learning rate, say).
-    """
-    import time
-
-    from .data.hierarchical import generate
-
-    for method in methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
-    if isinstance(settings, dict):
-        missing = [m for m in methods if m not in settings]
-        if missing:
-            raise ValueError(f"settings has no entry for the method(s) {', '.join(missing)}")
-        per_method = dict(settings)
-    else:
-        per_method = {m: TrainSettings() if settings is None else settings for m in methods}
-    settings = per_method[methods[0]]
-    sizes = np.asarray(sorted(int(n) for n in sample_sizes))
-    if sizes.size == 0 or sizes[0] < 1:
-        raise ValueError(f"sample_sizes must be positive integers, got {list(sample_sizes)}")
-    xp = get_namespace("numpy") if xp is None else xp
-    pool = generate(grammar, n_members * int(sizes[-1]) + int(n_test), seed=seed, dtype=settings.dtype)
-    test = pool.subset(slice(n_members * int(sizes[-1]), None))
-    train_images = pool.images[:n_members * int(sizes[-1])].reshape(n_members, int(sizes[-1]), *pool.images.shape[1:])
-    train_labels = pool.labels[:n_members * int(sizes[-1])].reshape(n_members, int(sizes[-1]))
-    d, s = grammar.depth, grammar.patch_size
-    n_clusters = tuple(reversed(grammar.alphabet_sizes[1:]))
-    accuracy = {m: np.full((sizes.size, n_members), np.nan) for m in methods}
-    seconds = {m: np.zeros(sizes.size) for m in methods}
-    recovery = np.full((sizes.size, d, n_members), np.nan)
-    common = dict(n_classes=grammar.n_classes, patch_size=s, n_members=n_members, xp=xp)
-    diverged, every = [], True
-    for i, n in enumerate(sizes):
-        images, labels = train_images[:, :n], np.ascontiguousarray(train_labels[:, :n])
-        for method in methods:
-            found = []
-            common["divergences"] = found
-            start = time.perf_counter()
-            if method == "layerwise":
-                model = fit_layerwise(images, labels, n_clusters, seed=seed + i, top_classifier=top_classifier,
-                                      label_noise=label_noise, settings=per_method[method], **common)
-                codes = layerwise_codes(model, test.images)
-                logits = layerwise_logits(model, test.images, codes=codes)
-                for j in range(d):
-                    recovery[i, j] = level_recovery(codes[j], test.latents[d - j])
-            elif method == "end-to-end":
-                net = fit_end_to_end(images, labels, depth=d, seed=seed + i, settings=per_method[method], **common)
-                logits = end_to_end_logits(net, test.images)
-            else:
-                model = fit_greedy(images, labels, depth=d, seed=seed + i, settings=per_method[method], **common)
-                logits = greedy_logits(model, test.images)
-            accuracy[method][i] = accuracy_of(logits, test.labels)
-            seconds[method][i] = time.perf_counter() - start
-            members = sorted({d.member for d in found})
-            accuracy[method][i, members] = np.nan
-            if method == "layerwise":
-                recovery[i][:, members] = np.nan
-            every = every and len(members) == n_members
-            first = {}
-            for d in found:
-                first.setdefault(d.member, d)
-            diverged += [divergence_message(f"{method} n={n}", first[m]) for m in members]
-    return SampleSizeComparison(sizes, accuracy, recovery, seconds, tuple(methods), diverged, every and bool(methods))
+        return getattr(layerwise_compare, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

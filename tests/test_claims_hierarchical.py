@@ -51,9 +51,29 @@ def one_blas_thread():
         lib.scipy_openblas_set_num_threads64_(saved)
 
 
-def test_the_claims_of_issue_5_are_registered():
+def test_the_claims_of_issues_5_and_13_are_registered():
     assert set(IDS) == {"hier.exact-inversion", "hier.layerwise-recovery", "hier.twins-merge",
-                        "hier.convex-optimal", "hier.layerwise-vs-bp"}
+                        "hier.convex-optimal", "hier.arrangement-gap", "hier.rate-sufficient"}
+
+
+def test_rate_sufficient_fails_when_the_layerwise_algorithm_gets_shuffled_labels():
+    """The second sabotage of the layerwise algorithm itself: the label embedding then carries no statistics."""
+    from theory.claims_hierarchical import _check_rate_sufficient, _sabotage
+
+    with _sabotage("shuffle_labels"):
+        result = _check_rate_sufficient(5, 1)
+    assert result.max_violation > 0.5  # ARI near 0 instead of >= 0.9
+
+
+def test_arrangement_gap_fails_when_the_layerwise_algorithm_gets_shuffled_labels():
+    """The second sabotage of the layerwise algorithm itself (the registered one is the broken clustering)."""
+    from theory.claims_hierarchical import _check_arrangement_gap, _sabotage
+
+    with _sabotage("shuffle_labels"):
+        result = _check_arrangement_gap(3, 1)
+    assert result.max_violation > result.tolerance
+    assert result.details["layerwise"][0] < 0.3  # chance is 0.1; the linear bound still holds
+    assert result.details["linear"][0] <= 0.6
 
 
 def test_hier_digits_samples_quick():
@@ -64,12 +84,17 @@ def test_hier_digits_samples_quick():
 
 
 def test_hier_layerwise_quick():
-    settings_, result = run_experiment("hier-layerwise", context=Context(quick=True, n_seeds=2))
-    acc = result.metrics["accuracy"]
-    assert set(acc) == {"layerwise", "end-to-end", "greedy"}
-    for m in acc:
-        assert len(acc[m]["mean"]) == len(settings_["sample_sizes"])
-        assert acc[m]["mean"][-1] > 0.5  # far above chance (0.1) at the largest quick sample size
-    assert set(result.metrics["recovery_ari"]) == {"level_1", "level_2"}
-    assert result.metrics["top_classifier"]["all_certified"]
-    assert np.asarray(result.arrays["recovery_ari"]).shape == (len(settings_["sample_sizes"]), 2, 2)
+    small = {"sample_sizes": [50, 200], "n_test": 150, "baseline_steps": 60, "steps": 60}
+    settings_, result = run_experiment("hier-layerwise", context=Context(quick=True, n_seeds=2), overrides=small)
+    assert set(result.metrics["presets"]) == {"arrangements", "digits"}
+    for name, entry in result.metrics["presets"].items():
+        acc = entry["accuracy"]
+        assert set(acc) == {"layerwise", "end-to-end", "greedy", "linear", "random-features", "mlp", "cnn"}
+        for m in acc:
+            assert len(acc[m]["mean"]) == len(settings_["sample_sizes"])
+        assert set(entry["recovery_ari"]) == {"level_1", "level_2"}
+        assert entry["distinct_patch_tables"] and entry["label_statistics_margin"]["level_1"] > 0
+        assert np.asarray(result.arrays[f"{name}_recovery_ari"]).shape == (len(settings_["sample_sizes"]), 2, 2)
+    digits = result.metrics["presets"]["digits"]["accuracy"]
+    for m in ("end-to-end", "linear"):
+        assert digits[m]["mean"][-1] > 0.5  # far above chance (0.1) at the largest quick sample size on the easy preset

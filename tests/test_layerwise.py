@@ -115,3 +115,36 @@ def test_settings_and_input_validation(easy):
         fit_layerwise(train.images, train.labels + 10, (5,), n_classes=4, patch_size=2)
     with pytest.raises(ValueError, match="members"):
         fit_layerwise(train.images[None].repeat(3, 0), train.labels, (5,), n_classes=4, patch_size=2, n_members=2)
+
+
+def test_the_options_of_issue_13(easy):
+    """The two-layer top, the estimated cluster count (reported against the truth) and the broken clustering."""
+    g, train, test = easy
+    base = TrainSettings(steps=300, lr=0.5, embedding="input", kmeans_restarts=3, top_width=16)
+    estimated = fit_layerwise(train.images, train.labels, (5,), n_classes=4, patch_size=2, n_members=2, seed=1,
+                              settings=TrainSettings(**{**base.__dict__, "cluster_count": "silhouette",
+                                                        "max_clusters": 8, "top": "mlp"}))
+    counts = np.asarray(estimated.cluster_counts[0])
+    assert counts.shape == (2,) and np.all((2 <= counts) & (counts <= 8))
+    assert estimated.top_weights is None and estimated.top_model is not None
+    assert layerwise_logits(estimated, test.images).shape == (2, test.n_samples, 4)
+    good = fit_layerwise(train.images, train.labels, (5,), n_classes=4, patch_size=2, seed=1, settings=base)
+    broken = fit_layerwise(train.images, train.labels, (5,), n_classes=4, patch_size=2, seed=1,
+                           settings=TrainSettings(**{**base.__dict__, "clustering": "random"}))
+    truth = test.latents[1]
+    assert level_recovery(layerwise_codes(good, test.images)[0], truth)[0] > 0.5
+    assert abs(level_recovery(layerwise_codes(broken, test.images)[0], truth)[0]) < 0.05
+    for bad, match in (({"top": "svm"}, "unknown top 'svm'"), ({"clustering": "dbscan"}, "unknown clustering"),
+                       ({"cluster_count": "gap"}, "unknown cluster_count 'gap'"), ({"max_clusters": 1}, "max_clusters")):
+        with pytest.raises(ValueError, match=match):
+            TrainSettings(**bad)
+
+
+def test_compare_runs_the_baselines(easy):
+    from sim.baselines import BaselineSettings
+
+    result = compare_on_sample_sizes(easy[0], [40], n_members=2, n_test=60, methods=("linear", "mlp"),
+                                     settings={"linear": BaselineSettings(), "mlp": BaselineSettings(steps=20)})
+    assert set(result.accuracy) == {"linear", "mlp"} and result.accuracy["mlp"].shape == (1, 2)
+    with pytest.raises(ValueError, match="a 5 x 5 kernel does not fit a map of side 4"):
+        compare_on_sample_sizes(easy[0], [40], n_members=1, n_test=20, methods=("cnn",))
