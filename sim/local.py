@@ -21,7 +21,7 @@ rule            gradient that updates block ``j`` (``sg`` = stop-gradient)      
 ``dgl``         :math:`\partial \ell_j(g_j(f_j(sg\,h_{j-1}))) / \partial(\theta_j, \phi_j)`  (T, F, F)
 ``async-dgl``   as DGL, but :math:`h_{j-1}` is drawn from a replay buffer of ``M`` batches (F, F, F)
 ``overlap``     :math:`\partial(\ell_j + \ell_{j+1}) / \partial \theta_j`: each local       (T, F, T)
-                loss also trains the block below it (LoCo)
+                loss also trains the block below it (LoCo, Xiong et al. 2020)
 ``sg``          block backward from :math:`\mathrm{SG}_j(h_j)` at its output, a linear     (T, F, F)
                 module regressed on the input signal of block ``j+1`` (Jaderberg 2016)
 ``cdni``        as DNI with :math:`\mathrm{SG}_j(h_j, y)` (label-conditioned)              (T, F, F)
@@ -788,7 +788,7 @@ BLOCK_RULES: dict[str, BlockRule] = {
     "async-dgl": BlockRule("async-dgl", "asynchronous DGL with a replay buffer", Locking(False, False, False),
                            None, True, paper="Belilovsky et al. 2020"),
     "overlap": BlockRule("overlap", "overlapping local blocks (LoCo)", Locking(True, False, True), "neighbour",
-                         True, paper="Xiong et al. 2020; Laskin et al. 2020"),
+                         True, paper="Xiong et al. 2020 (LoCo); compared for parallel training by Laskin et al. 2020"),
     "sg": BlockRule("sg", "synthetic gradients (DNI) between blocks", Locking(True, False, False), "synthetic",
                      False, paper="Jaderberg et al. 2016"),
     "cdni": BlockRule("cdni", "label-conditioned synthetic gradients (cDNI)", Locking(True, False, False),

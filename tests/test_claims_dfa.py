@@ -18,7 +18,7 @@ IDS = sorted(cid for cid, c in REGISTRY.items() if c.check.__module__ == claims_
 def test_the_module_registers_its_claims():
     assert set(IDS) == {"dfa.structure", "dfa.scalar_output_parallel", "dfa.trains_from_zero",
                         "dfa.nonlinear_alignment", "refinetti.align_then_memorise", "refinetti.large_init_concurrent",
-                        "refinetti.degeneracy_breaking", "refinetti.output_width", "symbolic.vector_field",
+                        "refinetti.output_width", "symbolic.vector_field",
                         "symbolic.conservation", "symbolic.drift_order", "symbolic.bp_saddle",
                         "symbolic.fa_chain_limit"}
 

@@ -99,7 +99,8 @@ def test_check_result_passes_only_on_a_finite_violation_within_tolerance(violati
 def test_outcome_json_has_exactly_the_design_keys():
     c = _claim(lambda seed, n: CheckResult(n, 0.25, 1.0, {"curve": [1, 2]}))
     data = run_claim(c, quick=True).to_json()
-    assert set(data) == DESIGN_KEYS
+    assert set(data) == DESIGN_KEYS | {"tasks", "members"}  # the design's keys, and only these two added
+    assert data["tasks"] == data["members"] == 5  # by default one task and one member per instance
     assert data["status"] == "pass" and data["instances"] == 5 and data["max_violation"] == 0.25
     json.dumps(data, allow_nan=False)  # valid strict JSON, details left out
     failed = Outcome("x", "s", "t", "fail", 1, math.inf, 1.0, 0.1).to_json()
@@ -108,7 +109,7 @@ def test_outcome_json_has_exactly_the_design_keys():
 
 def test_an_error_outcome_adds_only_its_message():
     data = run_claim(_claim(lambda seed, n: 1 / 0), quick=True).to_json()
-    assert set(data) - DESIGN_KEYS == {"message"} and DESIGN_KEYS <= set(data)
+    assert set(data) - DESIGN_KEYS == {"message"} and DESIGN_KEYS <= set(data)  # no counts without a result
     assert data["status"] == "error"
 
 

@@ -17,7 +17,7 @@ CUSTOM_SABOTAGE = {"sg.dni_stall"}
 
 def test_registered_claims():
     assert set(IDS) == {"sg.perfect_and_zero_init", "sg.linear_critical_points", "sg.cdni_regression",
-                        "sg.dni_stall", "sg.epsilon_tracking", "sg.unified_view"}
+                        "sg.dni_stall", "sg.unified_view"}
     for c in SYNTHETIC:
         assert c.source and c.statement and c.conditions
         assert (c.sabotage is not None) == (c.id in CUSTOM_SABOTAGE)
@@ -38,7 +38,7 @@ def test_default_sabotage_cannot_break_the_stall():
 
 
 def test_checks_are_reproducible():
-    c = REGISTRY["sg.epsilon_tracking"]
+    c = REGISTRY["sg.unified_view"]
     assert c.check(3, 3).max_violation == c.check(3, 3).max_violation
 
 
@@ -46,10 +46,6 @@ def test_details():
     critical = REGISTRY["sg.linear_critical_points"].check(1, 3)
     # without the label the least-squares module cannot represent the gradient of noisy targets
     assert min(critical.details["dni_relative_residual"]) > 1e-3
-    tracking = REGISTRY["sg.epsilon_tracking"].check(1, 6)
-    rho, inner = np.asarray(tracking.details["rho"]), np.asarray(tracking.details["normalised_inner_product"])
-    np.testing.assert_allclose(rho, np.resize(claims_synthetic.TRACKING_LEVELS, rho.size), rtol=1e-12)
-    assert np.all(inner >= 1 - rho - 1e-12)
     stall = REGISTRY["sg.dni_stall"].check(2, 2)
     assert min(stall.details["stall_distance"]) > 0.05
 

@@ -1,9 +1,10 @@
 r"""Claims about direct feedback alignment (DFA), and the symbolic derivations of :mod:`theory.symbolic`.
 
 Registered on import (see :mod:`theory.claims`). Every simulation runs on the
-engine (:func:`sim.rules.compute_updates` / :func:`sim.train.train`); the
-instances of a check are ensemble members (``E = n_instances``) so a check is
-one batched computation.
+engine (:func:`sim.rules.compute_updates` / :func:`sim.train.train`). Where a
+statement is about tasks, the instances are drawn on independent tasks (a few
+ensemble members share each task, one batched computation per task) and the
+check reports ``tasks`` and ``members`` separately (:class:`theory.claims.CheckResult`).
 
 The maths behind the linear-network claims (``W_l`` is ``(n_l, n_{l-1})``, the
 DFA feedback ``B_l`` is ``(n_l, n_L)``, ``E = mean_b e_b x_b^T``): DFA updates
@@ -36,7 +37,6 @@ import numpy as np
 from sim import rules as sim_rules
 from sim.backend import to_host
 from sim.data import linear_teacher, teacher_classification
-from sim.data.tasks import Dataset
 from sim.lazy import lazy_module
 from sim.metrics import angle
 from sim.network import init_network, network_from_weights
@@ -362,8 +362,9 @@ def _plot_trains_from_zero(result: CheckResult, ax):
     statement="DFA trains a tanh network whose hidden weights are all zero (loss at least halved in 300 steps, "
               "every hidden layer moves), where BP does not move at all (zero hidden weights are a critical "
               "point of the loss when there are two or more hidden layers).",
-    conditions="tanh 10-24-24-4 network, W1 = W2 = 0, output weights Gaussian; regression on a linear teacher "
-               "(singular values 3, 2, 1, 0.5), full-batch GD lr 0.1 for 300 steps with DFA and with BP from the "
+    conditions="each instance an independent task (its own teacher, init and feedback); tanh 10-24-24-4 network, "
+               "W1 = W2 = 0, output weights Gaussian; regression on a linear teacher (singular values 3, 2, 1, "
+               "0.5), full-batch GD lr 0.1 for 300 steps with DFA and with BP from the "
                "same init. Violation: DFA's final/initial loss, +inf if BP moved any weight or a DFA hidden "
                "layer stayed 0; tolerance 0.5.",
     rules=("dfa",),
@@ -374,26 +375,31 @@ def _plot_trains_from_zero(result: CheckResult, ax):
 )
 def check_trains_from_zero(seed: int, n_instances: int) -> CheckResult:
     sizes = ZERO_SIZES
-    data = linear_teacher(sizes[0], sizes[-1], [3.0, 2.0, 1.0, 0.5], 100, seed=_seed(seed, "zero.data"))
-    run_seed = _seed(seed, "dfa.trains_from_zero")
-    results = {}
-    for name in ("dfa", "bp"):
-        net = init_network(sizes, n_instances, seed=run_seed, activation="tanh", xp=XP)
-        weights = [XP.zeros_like(w) for w in net.weights[:-1]] + [net.weights[-1]]
-        net = network_from_weights(weights, activation="tanh")
-        fb = draw_feedback("dfa", sizes, n_instances, seed=run_seed, xp=XP)
-        res = train(net, data, rule=name, steps=ZERO_STEPS, lr=ZERO_LR, feedback=fb, probe="dfa",
-                    record_every=10, progress=False)
-        results[name] = (res, weights)
-    dfa_res, _ = results["dfa"]
-    bp_res, bp_init = results["bp"]
-    bp_moved = max(float(np.max(np.abs(to_host(w1) - to_host(w0)))) for w1, w0 in zip(bp_res.network.weights, bp_init))
-    dfa_hidden_norms = np.stack([np.linalg.norm(to_host(w), axis=(1, 2)) for w in dfa_res.network.weights[:-1]])
-    loss = dfa_res.metric("loss")
+    dfa_loss, bp_loss, bp_moved, hidden_norms = [], [], 0.0, []
+    for i in range(n_instances):  # each instance its own task (teacher), init and feedback
+        data = linear_teacher(sizes[0], sizes[-1], [3.0, 2.0, 1.0, 0.5], 100, seed=_seed(seed, f"zero.data/{i}"))
+        run_seed = _seed(seed, f"dfa.trains_from_zero/{i}")
+        results = {}
+        for name in ("dfa", "bp"):
+            net = init_network(sizes, 1, seed=run_seed, activation="tanh", xp=XP)
+            weights = [XP.zeros_like(w) for w in net.weights[:-1]] + [net.weights[-1]]
+            net = network_from_weights(weights, activation="tanh")
+            fb = draw_feedback("dfa", sizes, 1, seed=run_seed, xp=XP)
+            res = train(net, data, rule=name, steps=ZERO_STEPS, lr=ZERO_LR, feedback=fb, probe="dfa",
+                        record_every=10, progress=False)
+            results[name] = (res, weights)
+        dfa_res, _ = results["dfa"]
+        bp_res, bp_init = results["bp"]
+        bp_moved = max(bp_moved, *(float(np.max(np.abs(to_host(w1) - to_host(w0))))
+                                   for w1, w0 in zip(bp_res.network.weights, bp_init)))
+        hidden_norms.append([float(np.linalg.norm(to_host(w))) for w in dfa_res.network.weights[:-1]])
+        dfa_loss.append(dfa_res.metric("loss"))
+        bp_loss.append(bp_res.metric("loss"))
+    loss, bp_curves = np.concatenate(dfa_loss, axis=1), np.concatenate(bp_loss, axis=1)
     ratio = loss[-1] / loss[0]
-    violation = float(ratio.max()) if (bp_moved == 0.0 and np.all(dfa_hidden_norms > 0)) else math.inf
+    violation = float(ratio.max()) if (bp_moved == 0.0 and np.all(np.asarray(hidden_norms) > 0)) else math.inf
     return CheckResult(n_instances, violation, ZERO_LOSS_RATIO, {
-        "steps": dfa_res.steps, "dfa_loss": loss, "bp_loss": bp_res.metric("loss"), "bp_moved": bp_moved})
+        "steps": dfa_res.steps, "dfa_loss": loss, "bp_loss": bp_curves, "bp_moved": bp_moved})
 
 
 # --- dfa.nonlinear_alignment -------------------------------------------------------------------------
@@ -402,6 +408,8 @@ NONLINEAR_SIZES = (20, 32, 32, 32, 5)
 NONLINEAR_STEPS = 800
 NONLINEAR_LR = 0.2
 NONLINEAR_MAX_ANGLE = 80.0
+#: Members (init, feedback) per independent task.
+NONLINEAR_MEMBERS = 2
 
 
 def _plot_nonlinear(result: CheckResult, ax):
@@ -421,8 +429,9 @@ def _plot_nonlinear(result: CheckResult, ax):
     statement="After training a tanh network with DFA, every hidden layer's DFA signal is within 80 degrees of "
               "BP's and the layer next to the output is the most aligned (in our runs the angle even grows "
               "monotonically with the distance from the output: about 47, 42 and 30 degrees from input to output).",
-    conditions="tanh 20-32-32-32-5 network, Gaussian init (scale 1), softmax cross-entropy on the nonlinear "
-               "teacher classification task (400 samples), full-batch GD lr 0.2, 800 steps. With mse on the "
+    conditions="independent tasks with 2 members each; tanh 20-32-32-32-5 network, Gaussian init (scale 1), "
+               "softmax cross-entropy on a nonlinear teacher classification task (400 samples), full-batch GD "
+               "lr 0.2, 800 steps. With mse on the "
                "same kind of task we saw the middle layer end more aligned than the top one, so the ordering "
                "is stated for cross-entropy only. Violation per member: max(worst angle - 80, top-layer angle - "
                "best other layer), degrees; tolerance 0.",
@@ -435,21 +444,27 @@ def _plot_nonlinear(result: CheckResult, ax):
 )
 def check_nonlinear_alignment(seed: int, n_instances: int) -> CheckResult:
     sizes = NONLINEAR_SIZES
-    run_seed = _seed(seed, "dfa.nonlinear_alignment")
-    data = teacher_classification(400, seed=run_seed, n_inputs=sizes[0], n_classes=sizes[-1])
-    net = init_network(sizes, n_instances, seed=run_seed, activation="tanh", xp=XP)
-    fb = draw_feedback("dfa", sizes, n_instances, seed=run_seed, xp=XP)
-    res = train(net, data, rule="dfa", steps=NONLINEAR_STEPS, lr=NONLINEAR_LR, feedback=fb, record_every=40,
-                progress=False)
-    angles = res.metric("signal_angle")  # (T, E, L-1)
+    n_tasks = math.ceil(n_instances / NONLINEAR_MEMBERS)
+    angles, accuracy = [], []
+    for task in range(n_tasks):  # independent tasks, NONLINEAR_MEMBERS members (init, feedback) on each
+        members = min(NONLINEAR_MEMBERS, n_instances - task * NONLINEAR_MEMBERS)
+        run_seed = _seed(seed, f"dfa.nonlinear_alignment/{task}")
+        data = teacher_classification(400, seed=run_seed, n_inputs=sizes[0], n_classes=sizes[-1])
+        net = init_network(sizes, members, seed=run_seed, activation="tanh", xp=XP)
+        fb = draw_feedback("dfa", sizes, members, seed=run_seed, xp=XP)
+        res = train(net, data, rule="dfa", steps=NONLINEAR_STEPS, lr=NONLINEAR_LR, feedback=fb, record_every=40,
+                    progress=False)
+        angles.append(res.metric("signal_angle"))  # (T, E, L-1)
+        accuracy.append(res.metric("accuracy")[-1])
+    angles = np.concatenate(angles, axis=1)
     final = angles[-1]
     worst = final.max(axis=1) - NONLINEAR_MAX_ANGLE
     ordering = final[:, -1] - final[:, :-1].min(axis=1)
     violation = np.maximum(worst, ordering)
     violation = float(np.max(np.where(np.isfinite(violation), violation, math.inf)))
-    return CheckResult(n_instances, violation, 0.0, {
+    return CheckResult(n_instances, violation, 0.0, tasks=n_tasks, members=n_instances, details={
         "steps": res.steps, "angles": angles, "final_mean": final.mean(axis=0),
-        "accuracy": res.metric("accuracy")[-1]})
+        "accuracy": np.concatenate(accuracy)})
 
 
 # --- refinetti.align_then_memorise --------------------------------------------------------------------
@@ -459,6 +474,8 @@ MEMORISE_STEPS = 400
 MEMORISE_INIT = 0.01
 MEMORISE_LARGE = 1.0
 MEMORISE_ALIGNED = 45.0
+#: Members (init, feedback) per independent task.
+MEMORISE_MEMBERS = 2
 
 
 def alignment_and_loss_progress(steps, loss, angles):
@@ -486,15 +503,25 @@ def alignment_and_loss_progress(steps, loss, angles):
 
 
 def _memorise_run(seed: int, n_instances: int, scale: float, tag: str):
-    """DFA from an init of ``scale`` on the teacher task; the recorded curves and their half-times."""
+    """DFA from an init of ``scale`` on independent teacher tasks (2 members each); curves and half-times.
+
+    Member ``m`` of the result is member ``m % 2`` of task ``m // 2``; ``tasks`` counts the tasks.
+    """
     sizes = MEMORISE_SIZES
-    run_seed = _seed(seed, tag)
-    data = teacher_classification(200, seed=run_seed, n_inputs=sizes[0], n_classes=sizes[-1])
-    net = init_network(sizes, n_instances, seed=run_seed, scale=scale, activation="tanh", xp=XP)
-    fb = draw_feedback("dfa", sizes, n_instances, seed=run_seed, xp=XP)
-    res = train(net, data, rule="dfa", steps=MEMORISE_STEPS, lr=0.1, feedback=fb, record_every=2, progress=False)
-    loss, angles = res.metric("loss"), res.metric("signal_angle")[..., 0]
-    return {"steps": res.steps, "loss": loss, "angles": angles,
+    n_tasks = math.ceil(n_instances / MEMORISE_MEMBERS)
+    losses, angles = [], []
+    for task in range(n_tasks):
+        members = min(MEMORISE_MEMBERS, n_instances - task * MEMORISE_MEMBERS)
+        run_seed = _seed(seed, f"{tag}/{task}")
+        data = teacher_classification(200, seed=run_seed, n_inputs=sizes[0], n_classes=sizes[-1])
+        net = init_network(sizes, members, seed=run_seed, scale=scale, activation="tanh", xp=XP)
+        fb = draw_feedback("dfa", sizes, members, seed=run_seed, xp=XP)
+        res = train(net, data, rule="dfa", steps=MEMORISE_STEPS, lr=0.1, feedback=fb, record_every=2,
+                    progress=False)
+        losses.append(res.metric("loss"))
+        angles.append(res.metric("signal_angle")[..., 0])
+    loss, angles = np.concatenate(losses, axis=1), np.concatenate(angles, axis=1)
+    return {"steps": res.steps, "loss": loss, "angles": angles, "tasks": n_tasks,
             **alignment_and_loss_progress(res.steps, loss, angles)}
 
 
@@ -518,8 +545,9 @@ def _plot_memorise(result: CheckResult, ax):
               "of its eventual alignment (angle to BP well below 45 degrees), the loss has made less than half of "
               "its decrease (under 2% in our runs). It needs the small init: see "
               "refinetti.large_init_concurrent.",
-    conditions="tanh 10-32-4 network, Gaussian init of scale 0.01, softmax cross-entropy on the nonlinear "
-               "teacher classification task (200 samples), full-batch GD lr 0.1 for 400 steps, recorded every "
+    conditions="independent tasks with 2 members each; tanh 10-32-4 network, Gaussian init of scale 0.01, "
+               "softmax cross-entropy on a nonlinear teacher classification task (200 samples), full-batch GD "
+               "lr 0.1 for 400 steps, recorded every "
                "2 steps. Violation per member: the loss progress at the alignment half-time (1 if the angle "
                "never falls below 45 degrees); tolerance 0.5, i.e. the alignment half-time comes first.",
     rules=("dfa",),
@@ -532,7 +560,8 @@ def check_align_then_memorise(seed: int, n_instances: int) -> CheckResult:
     run = _memorise_run(seed, n_instances, MEMORISE_INIT, "refinetti.align_then_memorise")
     violation = np.where(run["min_angle"] < MEMORISE_ALIGNED, run["loss_progress_at_align"], 1.0)
     violation = float(np.max(np.where(np.isfinite(violation), violation, math.inf)))
-    return CheckResult(n_instances, violation, 0.5, {"scale": MEMORISE_INIT, **run})
+    return CheckResult(n_instances, violation, 0.5, {"scale": MEMORISE_INIT, **run}, tasks=run["tasks"],
+                       members=n_instances)
 
 
 @claim(
@@ -555,68 +584,11 @@ def check_large_init_concurrent(seed: int, n_instances: int) -> CheckResult:
     run = _memorise_run(seed, n_instances, MEMORISE_LARGE, "refinetti.large_init_concurrent")
     violation = np.where(run["min_angle"] < 60.0, 0.25 - run["loss_progress_at_align"], 1.0)
     violation = float(np.max(np.where(np.isfinite(violation), violation, math.inf)))
-    return CheckResult(n_instances, violation, 0.0, {"scale": MEMORISE_LARGE, **run})
+    return CheckResult(n_instances, violation, 0.0, {"scale": MEMORISE_LARGE, **run}, tasks=run["tasks"],
+                       members=n_instances)
 
 
-# --- refinetti.degeneracy_breaking -------------------------------------------------------------------
-
-DEGENERATE_SIZES = (32, 32, 4)
-DEGENERATE_SAMPLES = 16  # fewer samples than inputs: a manifold of zero-loss solutions
-DEGENERATE_STEPS = 1500
-DEGENERATE_LOSS = 1e-8
-
-
-def _plot_degenerate(result: CheckResult, ax):
-    d = result.details
-    n = len(d["dfa_angle"])
-    idx = np.arange(n)
-    ax.bar(idx - 0.2, d["bp_angle"], width=0.4, label="BP-trained")
-    ax.bar(idx + 0.2, d["dfa_angle"], width=0.4, label="DFA-trained")
-    ax.axhline(90, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="instance (same init, same feedback B)", ylabel="angle W2 vs B^T (degrees)",
-           title="refinetti.degeneracy_breaking: both at zero loss")
-    ax.legend(fontsize=7)
-
-
-@claim(
-    "refinetti.degeneracy_breaking",
-    source="Refinetti et al. 2021",
-    statement="On a degenerate task (fewer samples than inputs: a manifold of zero-loss solutions) BP and DFA "
-              "from the same init both reach zero loss, but DFA ends at a solution much more aligned with its "
-              "feedback (angle W2 vs B^T about 45 degrees) than BP's (about 90). We see DFA more aligned than "
-              "BP on non-degenerate tasks too, only the losses then differ.",
-    conditions="tanh 32-32-4 network, Gaussian init scale 0.5, 16 Gaussian inputs with Gaussian targets, "
-               "full-batch GD lr 0.05 for 1500 steps with each rule from the same init; both must reach loss "
-               "below 1e-8 times the initial one (else +inf). Violation: DFA angle - BP angle (degrees); "
-               "tolerance -3 sigma, sigma = degrees(1/sqrt(n1 n2)) the spread of the angle between independent "
-               "random matrices.",
-    rules=("dfa",),
-    instances=10,
-    quick_instances=4,
-    hypothesis_examples=3,
-    sabotage=unfixed_feedback,
-    plot=_plot_degenerate,
-)
-def check_degeneracy_breaking(seed: int, n_instances: int) -> CheckResult:
-    sizes = DEGENERATE_SIZES
-    run_seed = _seed(seed, "refinetti.degeneracy_breaking")
-    rng = _rng(seed, "refinetti.degeneracy_breaking")
-    data = Dataset(rng.normal(size=(DEGENERATE_SAMPLES, sizes[0])), rng.normal(size=(DEGENERATE_SAMPLES, sizes[-1])),
-                   "regression")
-    out = {}
-    for name in ("bp", "dfa"):
-        net = init_network(sizes, n_instances, seed=run_seed, scale=0.5, activation="tanh", xp=XP)
-        fb = draw_feedback("dfa", sizes, n_instances, seed=run_seed, xp=XP)
-        res = train(net, data, rule=name, steps=DEGENERATE_STEPS, lr=0.05, feedback=fb, probe="dfa",
-                    record_every=100, progress=False)
-        loss = res.metric("loss")
-        out[name] = (res.metric("weight_alignment")[-1, :, 0], loss[-1] / loss[0])
-    converged = np.maximum(out["bp"][1], out["dfa"][1]) <= DEGENERATE_LOSS
-    diff = np.where(converged, out["dfa"][0] - out["bp"][0], math.inf)
-    tolerance = -3.0 * _random_angle_spread(sizes[1] * sizes[2])
-    return CheckResult(n_instances, float(np.max(diff)), tolerance, {
-        "bp_angle": out["bp"][0], "dfa_angle": out["dfa"][0], "bp_loss_ratio": out["bp"][1],
-        "dfa_loss_ratio": out["dfa"][1]})
+# refinetti.degeneracy_breaking lives in theory.claims_refinetti (checked against its closed-form optimum).
 
 
 # --- refinetti.output_width --------------------------------------------------------------------------
@@ -674,7 +646,8 @@ def check_output_width(seed: int, n_instances: int) -> CheckResult:
             losses[i, j] = float(np.max(res.metric("loss")[-1]))
     decrease = np.concatenate([angles[:, :-1] - angles[:, 1:], angles[:, :1] - 45.0], axis=1)
     violation = float(np.max(np.where(np.isfinite(decrease), decrease, math.inf)))
-    return CheckResult(n_instances, violation, 0.0, {"angles": angles, "final_loss": losses})
+    return CheckResult(n_instances, violation, 0.0, {"angles": angles, "final_loss": losses},
+                       tasks=angles.size, members=angles.size * WIDTH_MEMBERS)
 
 
 # --- symbolic.* ---------------------------------------------------------------------------------------

@@ -457,13 +457,25 @@ def check_fa_zero_init_psd(seed: int, n_instances: int) -> CheckResult:
     return CheckResult(n_instances, worst, tolerance, {"relative_smallest_eigenvalue": np.array(smallest)})
 
 
+def within_90_violations(cos: float, predicted: float) -> tuple[float, float]:
+    r"""The two violations of ``fa.hidden_within_90`` at one step.
+
+    Returns :math:`|\cos\theta - \cos\theta_{pred}|` (the conservation identity)
+    and :math:`\max(0, -\cos\theta)`, which is positive exactly when the angle
+    :math:`\theta` between :math:`Be` and :math:`W_2^T e` exceeds 90 degrees. The
+    identity alone allows :math:`\cos\theta` down to
+    :math:`-e^T B^T P B e / (2c|Be||W_2^Te|)`, so the angle is checked itself.
+    """
+    return abs(cos - predicted), max(0.0, -cos)
+
+
 @claim("fa.hidden_within_90", source="ours (corollary of fa.conservation; cf. Lillicrap et al. 2016)",
        statement="FA from zero with B^T B = c I: the hidden signal B e is within 90 degrees of BP's W2^T e at every "
-                 "step, since sum_b e^T W2 B e = (sum_b |W1^T B e|^2 - e^T B^T P B e)/(2c), "
+                 "step, and its cosine obeys sum_b e^T W2 B e = (sum_b |W1^T B e|^2 - e^T B^T P B e)/(2c), "
                  "P = eta^2 sum dW1 dW1^T",
        conditions="two-layer linear net, W1 = W2 = 0, B = sqrt(c) x orthonormal columns (n1 >= n2), non-white "
                   "inputs, eta = 0.02, every step where W2 != 0; violation = max over steps of |cos - predicted cos| "
-                  "and of the cosine's excess below -(e^T B^T P B e)/(2c |Be| |W2^T e|)",
+                  "and of -cos (positive exactly when the angle itself exceeds 90 degrees)",
        rules=("fa",), instances=12, quick_instances=6, hypothesis_examples=4)
 def check_fa_hidden_within_90(seed: int, n_instances: int) -> CheckResult:
     worst, tolerance, largest = 0.0, 0.0, 0.0
@@ -490,8 +502,7 @@ def check_fa_hidden_within_90(seed: int, n_instances: int) -> CheckResult:
             correction = float(np.sum((be @ p) * be)) / (2 * c)
             predicted = (float(np.sum((be @ w1[0]) ** 2)) / (2 * c) - correction) / norm
             cos = float(np.sum(fa_signal * bp_signal)) / norm
-            found.append((abs(cos - predicted), max(0.0, -cos - correction / norm),
-                          math.degrees(math.acos(max(-1.0, min(1.0, cos))))))
+            found.append((*within_90_violations(cos, predicted), math.degrees(math.acos(max(-1.0, min(1.0, cos))))))
 
         _gd_with_sums("fa", [np.zeros((1, hidden, n_in)), np.zeros((1, n_out, hidden))], data.x, data.y,
                       CONSERVATION_LR, steps, [feedback], each_step=each_step)
@@ -541,9 +552,52 @@ LILLICRAP = {"n_samples": 200, "steps": 1000, "lr": 0.02, "init_scale": 0.5}
 _LILLICRAP_CACHE: dict = {}
 
 
-def _lillicrap_runs(seed: int, n_members: int):
-    """FA and the BP-trained control on the 30-20-10 task, ``n_members`` seeds at once.
+@dataclass(frozen=True)
+class _Run:
+    """What the Lillicrap checks read of one rule's runs: recorded metrics ``(records, E[, 1])`` and final weights."""
 
+    steps: np.ndarray
+    metrics: dict
+    weights: list
+
+    def metric(self, name: str) -> np.ndarray:
+        return self.metrics[name]
+
+
+def _lillicrap_tasks(seed: int, n_tasks: int):
+    """``n_tasks`` independent 30-20-10 tasks (one teacher T each), stacked on the member axis: ``(E, N, n)``."""
+    tasks = [lillicrap_linear(LILLICRAP["n_samples"], seed=int(np.random.SeedSequence([int(seed), 30, 20, 10, i])
+                                                                   .generate_state(1)[0]))
+             for i in range(n_tasks)]
+    return np.stack([t.x for t in tasks]), np.stack([t.y for t in tasks])
+
+
+def _descend_recorded(rule: str, weights, x, y, feedback, *, steps: int, lr: float, every: int) -> _Run:
+    """Full-batch GD of every member on its own task with the engine's rule, recording FA's probe metrics."""
+    w = [XP.asarray(np.asarray(to_host(a), dtype=float)) for a in weights]
+    x, y = XP.asarray(x), XP.asarray(y)
+    recorded, loss, signal, alignment = [], [], [], []
+    for k in range(steps + 1):
+        if k % every == 0 or k == steps:
+            bp = rule_updates("bp", w, x, y, validate=(k == 0))
+            fa = rule_updates("fa", w, x, y, feedback=feedback, validate=False)
+            recorded.append(k)
+            loss.append(np.asarray(bp.loss))
+            signal.append(np.asarray(angle(fa.signals[0], bp.signals[0]))[:, None])
+            alignment.append(np.asarray(angle(feedback[0], XP.matrix_transpose(w[1])))[:, None])
+        if k == steps:
+            break
+        upd = rule_updates(rule, w, x, y, feedback=feedback, validate=False)
+        w = [a - lr * g for a, g in zip(w, upd.weights)]
+    metrics = {"loss": np.array(loss), "signal_angle": np.array(signal), "weight_alignment": np.array(alignment)}
+    return _Run(np.array(recorded), metrics, [np.asarray(a) for a in w])
+
+
+def _lillicrap_runs(seed: int, n_members: int):
+    """FA and the BP-trained control on ``n_members`` independent 30-20-10 tasks, one member per task.
+
+    Each member has its own teacher, init and feedback; the members run as one
+    ensemble (the engine's batched matmuls, each member on its own data).
     Cached for the claims that share it, keyed on the rule objects in use (a
     sabotaged rule is a different object, so it never reuses a clean run).
     """
@@ -552,14 +606,14 @@ def _lillicrap_runs(seed: int, n_members: int):
     hit = _LILLICRAP_CACHE.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[0], rules_now)):
         return hit[1]
-    data = lillicrap_linear(LILLICRAP["n_samples"], seed=seed)
-    sizes = [data.n_inputs, 20, data.n_outputs]
+    x, y = _lillicrap_tasks(seed, n_members)
+    sizes = [x.shape[-1], 20, y.shape[-1]]
     net = init_network(sizes, n_members, seed=seed, scale=LILLICRAP["init_scale"])
     feedback = draw_feedback("fa", sizes, n_members, seed=seed)
-    common = dict(steps=LILLICRAP["steps"], lr=LILLICRAP["lr"], feedback=feedback, record_every=50, progress=False)
-    fa = train(net, data, rule="fa", **common)
-    bp = train(net, data, rule="bp", probe="fa", **common)
-    out = (data, feedback, fa, bp)
+    common = dict(steps=LILLICRAP["steps"], lr=LILLICRAP["lr"], every=50)
+    fa = _descend_recorded("fa", net.weights, x, y, feedback, **common)
+    bp = _descend_recorded("bp", net.weights, x, y, feedback, **common)
+    out = (Dataset(x[0], y[0], "regression"), (x, y), feedback, fa, bp)
     _LILLICRAP_CACHE.clear()
     _LILLICRAP_CACHE[key] = (rules_now, out)
     return out
@@ -602,10 +656,11 @@ def _plot_lillicrap(result: CheckResult, ax):
        statement="On the 30-20-10 linear task FA drives the training error to ~0 like BP: the loss falls below "
                  "1e-6 of its initial value by t = 20",
        conditions="Gaussian inputs, teacher T ~ U[-1, 1], 200 samples, Gaussian init of scale 0.5, B Gaussian, "
-                  "full-batch GD with eta = 0.02 for 1000 steps; one member per instance",
+                  "full-batch GD with eta = 0.02 for 1000 steps; each instance an independent task (its own T, "
+                  "inputs, init and B), one member per task",
        rules=("fa",), instances=16, quick_instances=6, hypothesis_examples=3, sabotage=feedback_not_fixed)
 def check_lillicrap_learns(seed: int, n_instances: int) -> CheckResult:
-    _, _, fa, bp = _lillicrap_runs(seed, n_instances)
+    _, _, _, fa, bp = _lillicrap_runs(seed, n_instances)
     loss = fa.metric("loss")
     relative = loss[-1] / loss[0]
     worst = float(np.max(relative)) if np.all(np.isfinite(relative)) else math.inf
@@ -622,7 +677,7 @@ def check_lillicrap_learns(seed: int, n_instances: int) -> CheckResult:
        rules=("fa",), instances=16, quick_instances=6, hypothesis_examples=3, sabotage=feedback_not_fixed,
        plot=_plot_lillicrap)
 def check_lillicrap_alignment(seed: int, n_instances: int) -> CheckResult:
-    _, feedback, fa, bp = _lillicrap_runs(seed, n_instances)
+    _, _, feedback, fa, bp = _lillicrap_runs(seed, n_instances)
     fa_angle = fa.metric("signal_angle")[..., 0]
     control = bp.metric("weight_alignment")[-1, :, 0]
     n1, n2 = np.asarray(feedback[0]).shape[1:]
@@ -643,11 +698,11 @@ def check_lillicrap_alignment(seed: int, n_instances: int) -> CheckResult:
                   "sym(W2 B)) / |W2 B|, which must be negative (tolerance 0)",
        rules=("fa",), instances=16, quick_instances=6, hypothesis_examples=3, sabotage=feedback_not_fixed)
 def check_lillicrap_ewbe_positive(seed: int, n_instances: int) -> CheckResult:
-    _, feedback, fa, bp = _lillicrap_runs(seed, n_instances)
+    _, _, feedback, fa, bp = _lillicrap_runs(seed, n_instances)
     b = np.asarray(feedback[0])
-    wb = np.asarray(fa.network.weights[1]) @ b
+    wb = np.asarray(fa.weights[1]) @ b
     lowest = np.linalg.eigvalsh(_sym(wb))[:, 0] / np.linalg.norm(wb, 2, axis=(1, 2))
-    control = np.asarray(bp.network.weights[1]) @ b
+    control = np.asarray(bp.weights[1]) @ b
     worst = float(np.max(-lowest)) if np.all(np.isfinite(lowest)) else math.inf
     return CheckResult(n_instances, worst, 0.0, {"relative_smallest_eigenvalue": lowest,
                                                  "trace": np.trace(wb, axis1=1, axis2=2),
@@ -661,9 +716,9 @@ def check_lillicrap_ewbe_positive(seed: int, n_instances: int) -> CheckResult:
                   "(must be negative, tolerance 0)",
        rules=("fa",), instances=16, quick_instances=6, hypothesis_examples=3, sabotage=feedback_not_fixed)
 def check_lillicrap_pseudoinverse(seed: int, n_instances: int) -> CheckResult:
-    data, feedback, fa, _ = _lillicrap_runs(seed, n_instances)
-    w = list(fa.network.weights)
-    upd = rule_updates("bp", w, XP.asarray(data.x), XP.asarray(data.y))
+    _, (x, y), feedback, fa, _ = _lillicrap_runs(seed, n_instances)
+    w = [XP.asarray(a) for a in fa.weights]
+    upd = rule_updates("bp", w, XP.asarray(x), XP.asarray(y))
     e = np.asarray(upd.signals[-1])  # (E, N, n2)
     b = np.asarray(feedback[0])
     w2 = np.asarray(w[1])

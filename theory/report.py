@@ -53,12 +53,14 @@ def figure_name(claim_id: str) -> str:
 
 def verify_table(outcomes: Sequence[Outcome]) -> str:
     """The verify table in Markdown."""
-    lines = ["| id | source | statement | instances | worst violation | tolerance | verdict | seconds |",
-             "|---|---|---|---:|---:|---:|---|---:|"]
+    lines = ["| id | source | statement | instances | worst violation | tolerance | verdict | seconds | tasks | "
+             "members |",
+             "|---|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for o in outcomes:
+        tasks, members = ("-" if v is None else v for v in (o.tasks, o.members))
         lines.append(f"| `{_cell(o.id)}` | {_cell(o.source)} | {_cell(o.statement)} | {o.instances} | "
                      f"{_number(o.max_violation)} | {_number(o.tolerance)} | {VERDICTS.get(o.status, o.status)} | "
-                     f"{o.seconds:.2f} |")
+                     f"{o.seconds:.2f} | {tasks} | {members} |")
     return "\n".join(lines)
 
 
