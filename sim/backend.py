@@ -37,7 +37,7 @@ BACKENDS = ("numpy", "cupy")
 DTYPES = ("float64", "float32")
 
 #: Fixed indices of the random components of a member or of a run.
-COMPONENTS = ("init", "feedback", "data", "batches", "synthetic_gradient", "noise", "extra")
+COMPONENTS = ("init", "feedback", "data", "batches", "synthetic_gradient", "noise", "extra", "feedback_batch")
 #: Whether :func:`tune_allocator` took effect in this process.
 ALLOCATOR_TUNED = False
 #: Offset of the shared (not per-member) component streams of a run.

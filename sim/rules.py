@@ -17,10 +17,19 @@ rule      :math:`\delta_l`
 ``dfa``   :math:`(B_l \delta_L) \odot f'`, ``B_l`` fixed, ``(n_l, n_L)``
 ``sg``    :math:`\mathrm{SG}_l(h_l) \odot f'`, ``SG_l`` a trained module (DNI, :mod:`sim.synthetic`)
 ``cdni``  :math:`\mathrm{SG}_l(h_l, y) \odot f'`, the label-conditioned module (cDNI)
+``usf``   :math:`(\operatorname{sign}(W_{l+1}^T) \delta_{l+1}) \odot f'` (sign symmetry)
+``frsf``  :math:`((|R_{l+1}| \odot \operatorname{sign}(W_{l+1}^T)) \delta_{l+1}) \odot f'`, ``R`` fixed
+``brsf``  as ``frsf``, ``R`` redrawn for every batch by the trainer
+``kp``    :math:`(B_{l+1} \delta_{l+1}) \odot f'`, ``B`` learned by Kolen-Pollack
+``drtp``  :math:`(B_l\,(-y)) \odot f'`, ``B_l`` fixed, ``(n_l, n_L)`` (DRTP)
 ========  =====================================================================
 
+The last five are described in :mod:`sim.rules_feedback`.
+
 The ``feedback`` argument is the list of fixed matrices, one per hidden layer,
-in layer order: ``B_2 .. B_L`` for FA and ``B_1 .. B_{L-1}`` for DFA. Each is
+in layer order: ``B_2 .. B_L`` for FA and ``B_1 .. B_{L-1}`` for DFA (and, alike,
+the magnitudes ``R_2 .. R_L`` of ``frsf`` / ``brsf``, the current ``B_2 .. B_L``
+of ``kp``, ``B_1 .. B_{L-1}`` of ``drtp``). Each is
 ``(E, rows, cols)`` or ``(rows, cols)`` (shared by all members). The
 ``modules`` argument holds the trained synthetic-gradient modules of ``sg`` and
 ``cdni`` (:func:`sim.synthetic.init_modules`).
@@ -34,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import is_column_major, member_rngs, namespace, to_device
+from .rules_feedback import drtp_signal, random_sign_matrices, random_sign_signal, usf_matrices, usf_signal
 from .nn import (
     Forward,
     check_activation,
@@ -82,6 +92,14 @@ class Rule:
       called every step with the step's :class:`Updates` and pre-update weights;
     * ``observe_modules(modules, own, bp, *, weights, targets) -> dict`` of extra metrics;
     * ``check_modules(modules, sizes, n_members)`` raises ``ValueError`` if they do not fit.
+
+    The feedback of the sign-symmetry rules and Kolen-Pollack
+    (:mod:`sim.rules_feedback`): ``feedback_matrices(weights, feedback)``
+    returns the ``B_2 .. B_L`` a layerwise rule actually uses (for the weight
+    alignment metric) when they are not ``feedback`` itself;
+    ``redraws_feedback``: the trainer draws new ``feedback`` before every step
+    (``brsf``); ``learns_feedback``: the trainer moves ``feedback`` by the
+    Kolen-Pollack step after every step (``kp``).
     """
 
     name: str
@@ -93,6 +111,9 @@ class Rule:
     update_modules: Callable | None = None
     observe_modules: Callable | None = None
     check_modules: Callable | None = None
+    feedback_matrices: Callable | None = None
+    redraws_feedback: bool = False
+    learns_feedback: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,16 @@ RULES: dict[str, Rule] = {
     "cdni": Rule("cdni", "label-conditioned synthetic gradients (cDNI)", None, Locking(True, False, False),
                  _sg_signal, init_modules=_synthetic_hook("init_cdni"), check_modules=_synthetic_hook("check_cdni"),
                  **_SG_HOOKS),
+    # sign symmetry, Kolen-Pollack, DRTP (sim.rules_feedback)
+    "usf": Rule("usf", "sign symmetry, uniform magnitudes (usf)", None, Locking(True, True, True), usf_signal,
+                feedback_matrices=usf_matrices),
+    "brsf": Rule("brsf", "sign symmetry, magnitudes random per batch (brsf)", "layerwise", Locking(True, True, True),
+                 random_sign_signal, feedback_matrices=random_sign_matrices, redraws_feedback=True),
+    "frsf": Rule("frsf", "sign symmetry, magnitudes random fixed (frsf)", "layerwise", Locking(True, True, True),
+                 random_sign_signal, feedback_matrices=random_sign_matrices),
+    "kp": Rule("kp", "Kolen-Pollack", "layerwise", Locking(True, True, True), _fa_signal, learns_feedback=True),
+    "drtp": Rule("drtp", "direct random target projection (DRTP)", "direct", Locking(True, False, False),
+                 drtp_signal),
 }
 
 
@@ -283,7 +314,7 @@ def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", fee
 
     Parameters
     ----------
-    rule : {"bp", "fa", "dfa", "sg", "cdni"}
+    rule : {"bp", "fa", "dfa", "sg", "cdni", "usf", "brsf", "frsf", "kp", "drtp"}
         The learning rule (see the module docstring for its teaching signal).
     weights : list of arrays
         ``W_1 .. W_L``, each ``(E, n_l, n_{l-1})``.
@@ -299,7 +330,10 @@ def compute_updates(rule, weights, x, y, *, activation="linear", loss="mse", fee
     feedback : list of arrays, optional
         FA: ``B_2 .. B_L`` with ``B_{l+1}`` of shape ``(n_l, n_{l+1})``; DFA:
         ``B_1 .. B_{L-1}`` with ``B_l`` of shape ``(n_l, n_L)``; each may carry a
-        leading ensemble axis. Required by FA and DFA, ignored by BP.
+        leading ensemble axis. Required by FA and DFA, ignored by BP. The
+        same shapes for ``frsf`` / ``brsf`` (the magnitudes ``R``: ``B =
+        |R| * sign(W^T)``), ``kp`` (the current ``B``; FA's signal) and
+        ``drtp`` (DFA's ``B_l``); ``usf`` needs none.
     modules : sim.synthetic.SyntheticGradients, optional
         The synthetic-gradient modules of ``sg`` and ``cdni`` (required by them,
         ignored by the others); see :func:`sim.synthetic.init_modules`.

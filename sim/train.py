@@ -57,6 +57,7 @@ from .backend import (
     blas_threads,
     check_seed,
     column_major,
+    member_rngs,
     cpu_count,
     namespace,
     shared_rng,
@@ -83,6 +84,7 @@ from .divergence import (  # noqa: F401 - Divergence and the helpers are part of
     mask_diverged,
 )
 from .rules import Updates, get_rule, rule_updates, step_flops, validate_inputs
+from .rules_feedback import draw_magnitudes, kolen_pollack_step
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,11 @@ def observe(network: Network, x, y, *, rule, loss: str, feedback=None, probe=Non
             signals = rule_updates(probe, network.weights, x, y, feedback=feedback, modules=modules,
                                    **kwargs).signals
         out["signal_angle"] = layer_angles(signals[:-1], bp.signals[:-1])
-        if feedback is not None and probe.feedback == "layerwise":
+        if probe.feedback_matrices is not None and (feedback is not None or probe.feedback is None):
+            # sign symmetry: the B_{l+1} the rule uses, from the weights (and the magnitudes)
+            out["weight_alignment"] = fa_weight_alignment(network.weights,
+                                                          probe.feedback_matrices(network.weights, feedback))
+        elif feedback is not None and probe.feedback == "layerwise":
             out["weight_alignment"] = fa_weight_alignment(network.weights, feedback)
         elif feedback is not None and probe.feedback == "direct":
             out["weight_alignment"] = dfa_weight_alignment(network.weights, feedback)
@@ -268,14 +274,17 @@ def feedback_part(feedback, part: slice):
 
 
 def train_step(state: TrainState, x, y, *, step: int, rule, activation: str, loss: str, lr, momentum: float = 0.0,
-               feedback=None, divergence_factor: float = DIVERGENCE_FACTOR) -> tuple[TrainState, Updates]:
+               feedback=None, divergence_factor: float = DIVERGENCE_FACTOR,
+               weight_decay: float = 0.0) -> tuple[TrainState, Updates]:
     """One SGD step of every member on the batch ``(x, y)``: the trainer's loop body.
 
     The rule's updates scaled by ``lr`` ``(E,)`` (without input checks), the
     divergence check on the step's loss (non-finite, or above ``state.limit``,
     which the first step sets to ``divergence_factor`` times the loss) and its
     bookkeeping, momentum, the rule's module
-    update (on the pre-update weights) and :func:`sgd_step`. Returns the new
+    update (on the pre-update weights) and :func:`sgd_step`. ``weight_decay``
+    ``lambda`` adds ``lr * lambda * W_l`` to the step of every weight
+    (not to ``Updates.weights``, which stay ``eta * dW``). Returns the new
     state and the step's :class:`sim.rules.Updates`. On numpy, while every member
     is alive, the parameters are updated in place.
     """
@@ -294,6 +303,10 @@ def train_step(state: TrainState, x, y, *, step: int, rule, activation: str, los
                                         xp.asarray(LOSS_NON_FINITE, dtype=xp.int8)), reason)
         alive = alive & ~bad
     moves = upd.weights + (upd.biases or [])  # eta * dW
+    if weight_decay:  # eta * (dW + lambda W)
+        n_members = state.weights[0].shape[0]
+        decay = xp.reshape(lr * weight_decay, (n_members, 1, 1))
+        moves = [s + decay * w for s, w in zip(upd.weights, state.weights)] + (upd.biases or [])
     velocity = state.velocity
     if velocity is not None:
         velocity = [momentum * v + s for v, s in zip(velocity, moves)]
@@ -316,10 +329,10 @@ def member_threads(xp, rule, sizes, n_members: int, batch: int) -> int:
     (:func:`sim.backend.blas_threads`: a process told to keep to one thread,
     such as a worker among several, keeps to one); one on other backends than
     numpy (a GPU runs the whole ensemble at once) and for rules with trained
-    modules.
+    modules or feedback that changes during training (``brsf``, ``kp``).
     """
     rule = get_rule(rule)
-    if not is_numpy_namespace(xp) or rule.init_modules is not None:
+    if not is_numpy_namespace(xp) or rule.init_modules is not None or rule.redraws_feedback or rule.learns_feedback:
         return 1
     affordable = int(step_flops(rule, sizes, n_members, batch) // MIN_FLOPS_PER_THREAD)
     return max(1, min(cpu_count(), blas_threads(), n_members, affordable))
@@ -393,16 +406,31 @@ class Stepper:
     independent and each thread runs the same kernels on its members, so the
     weights are bit for bit those of one thread. Use a stepper with threads
     as a context manager (that holds its threads).
+
+    ``self.feedback`` is the feedback of the next step: for ``brsf`` it is
+    redrawn before every step (member ``m`` from its ``"feedback_batch"``
+    stream of ``feedback_seed``, :func:`sim.rules_feedback.draw_magnitudes`),
+    for ``kp`` moved after every step by
+    :func:`sim.rules_feedback.kolen_pollack_step` (with the same weight decay).
     """
 
     def __init__(self, state: TrainState, *, rule, activation: str, loss: str, lr, momentum: float = 0.0,
-                 feedback=None, threads: int = 1, divergence_factor: float = DIVERGENCE_FACTOR):
+                 feedback=None, threads: int = 1, divergence_factor: float = DIVERGENCE_FACTOR,
+                 weight_decay: float = 0.0, feedback_seed: int = 0):
         self.state = state
         self.feedback = feedback
         self.lr = lr
+        self.weight_decay = weight_decay
         self.settings = dict(rule=get_rule(rule), activation=activation, loss=loss, momentum=momentum,
-                             divergence_factor=divergence_factor)
+                             divergence_factor=divergence_factor, weight_decay=weight_decay)
         self.members = MemberThreads(state.weights[0].shape[0], threads)
+        rule = self.settings["rule"]
+        self._rngs = None
+        if rule.redraws_feedback:
+            self._rngs = member_rngs(feedback_seed, state.weights[0].shape[0], "feedback_batch")
+            self._sizes = [state.weights[0].shape[2]] + [w.shape[1] for w in state.weights]
+        if self.threads > 1 and (rule.redraws_feedback or rule.learns_feedback):
+            raise ValueError(f"rule {rule.name!r} changes its feedback every step and runs on one thread (threads=1)")
         if self.threads > 1 and state.modules is not None:
             raise ValueError("a rule with trained modules runs on one thread (threads=1)")
         if self.threads > 1 and not is_numpy_namespace(namespace(*state.weights)):
@@ -420,9 +448,16 @@ class Stepper:
         self.members.__exit__(*exc)
 
     def __call__(self, x, y, step: int) -> None:
+        rule = self.settings["rule"]
+        if self._rngs is not None:
+            xp = namespace(*self.state.weights)
+            self.feedback = draw_magnitudes(self._rngs, self._sizes, xp, str(self.state.weights[0].dtype).split(".")[-1])
         if self.threads == 1:
-            self.state, _ = train_step(self.state, x, y, step=step, lr=self.lr, feedback=self.feedback,
-                                       **self.settings)
+            self.state, upd = train_step(self.state, x, y, step=step, lr=self.lr, feedback=self.feedback,
+                                         **self.settings)
+            if rule.learns_feedback:
+                decay = self.lr * self.weight_decay if self.weight_decay else None
+                self.feedback = kolen_pollack_step(self.feedback, upd.weights, decay, self.state.alive)
         else:
             self.members.run(lambda part: self._step_part(part, x, y, step))
             self.state.limit_set = True
@@ -453,7 +488,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
           record_every: int | None = None, observe_on: Dataset | None = None, probe: str | None = None,
           progress: bool | None = None, dtype: str | None = None, modules=None,
           module_settings: dict | None = None, threads: int | None = None,
-          divergence_factor: float = DIVERGENCE_FACTOR) -> TrainResult:
+          divergence_factor: float = DIVERGENCE_FACTOR, weight_decay: float = 0.0) -> TrainResult:
     """Train every member of ``network`` on ``data`` with ``rule`` by SGD.
 
     Parameters
@@ -463,7 +498,8 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     data : Dataset
         Training data on the host, shared by all members.
     rule : str
-        ``"bp"``, ``"fa"``, ``"dfa"``, ``"sg"`` or ``"cdni"``.
+        A name of :data:`sim.rules.RULES`: ``"bp"``, ``"fa"``, ``"dfa"``, ``"sg"``,
+        ``"cdni"``, ``"usf"``, ``"brsf"``, ``"frsf"``, ``"kp"`` or ``"drtp"``.
     steps : int
         Number of SGD steps.
     lr : float or sequence
@@ -506,6 +542,13 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         it is frozen, listed in :attr:`TrainResult.diverged` and its metrics
         are ``nan`` from then on. Greater than 1; ``inf`` keeps only the
         non-finite checks. Default :data:`DIVERGENCE_FACTOR` (``1e3``).
+    weight_decay : float
+        ``lambda >= 0``: every weight step is ``lr * (dW + lambda * W)``
+        (and Kolen-Pollack's feedback decays alike). Default 0.
+
+    Rules whose feedback changes (``brsf``: redrawn before every step from
+    ``seed``; ``kp``: learned) return the last feedback in
+    :attr:`TrainResult.feedback` and run on one thread.
     """
     rule = get_rule(rule)
     loss = ("ce" if data.kind == "classification" else "mse") if loss is None else check_loss(loss)
@@ -518,6 +561,9 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     check_seed(seed)
     divergence_factor = check_divergence_factor(divergence_factor)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float | np.floating | np.integer) \
+            or not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a non-negative finite number, got {weight_decay!r}")
     if threads is not None and not _whole_number(threads, 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     record_every = max(1, steps // 100) if record_every is None else record_every
@@ -555,7 +601,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
 
     stepper = Stepper(state, rule=rule, activation=network.activation, loss=loss, lr=to_device(lrs, xp, dtype),
                       momentum=momentum, feedback=feedback, divergence_factor=divergence_factor,
-                      threads=split(data.n_samples if batch_size is None else min(batch_size, data.n_samples)))
+                      weight_decay=float(weight_decay), feedback_seed=seed, threads=split(data.n_samples if batch_size is None else min(batch_size, data.n_samples)))
     observers = MemberThreads(n_members, split(obs.n_samples))  # the records split members too
     records, recorded_steps = [], []
     batches = _batches(data.n_samples, batch_size, seed)
@@ -571,7 +617,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
 
         def measure(part):
             parts[part.start] = observe(net.members(part), x_obs, y_obs, rule=rule, loss=loss,
-                                        feedback=feedback_part(feedback, part), probe=probe,
+                                        feedback=feedback_part(stepper.feedback, part), probe=probe,
                                         classification=classification, modules=stepper.state.modules)
 
         with np.errstate(all="ignore"):
@@ -604,7 +650,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
                 record(steps)
     except interrupt.RunInterrupted:  # keep the records so far for the shell (sim.interrupt.journal)
         metrics = {k: np.stack([r[k] for r in records]) for k in records[0]} if records else {}
-        interrupt.record(rule.name, TrainResult(current(), np.asarray(recorded_steps), metrics, [], feedback,
+        interrupt.record(rule.name, TrainResult(current(), np.asarray(recorded_steps), metrics, [], stepper.feedback,
                                                 stepper.state.modules))
         raise
     final_loss = records[-1]["loss"]
@@ -616,6 +662,7 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
             diverged.append(Divergence(m, recorded_steps[-1], divergence_reason(LOSS_NON_FINITE)))
     diverged.sort(key=lambda d: d.member)
     metrics = mask_diverged({k: np.stack([r[k] for r in records]) for k in records[0]}, recorded_steps, diverged)
-    result = TrainResult(current(), np.asarray(recorded_steps), metrics, diverged, feedback, stepper.state.modules)
+    result = TrainResult(current(), np.asarray(recorded_steps), metrics, diverged, stepper.feedback,
+                         stepper.state.modules)
     interrupt.record(rule.name, result)
     return result

@@ -14,3 +14,9 @@ from .hierarchical import (  # noqa: E402  (hierarchical digits, issue 5)
 )
 
 __all__ += ["Grammar", "HierarchicalSample", "digits", "digits_grammar", "generate", "invert", "random_grammar"]
+from .mnist1d import mnist1d, standardize  # noqa: E402  (MNIST-1D, issue 16; the package is imported on call)
+
+__all__ += ["mnist1d", "standardize"]
+from .real import DATASETS, DataMissing, fetch, load  # noqa: E402  (MNIST, Fashion-MNIST, CIFAR-10 files)
+
+__all__ += ["DATASETS", "DataMissing", "fetch", "load"]

@@ -1,0 +1,197 @@
+"""Experiment ``mnist1d-rules``: every rule of the engine on MNIST-1D (Greydanus 2020), an MLP, 8 seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import to_device, to_host
+from ..conv import CONV_RULES, draw_conv_feedback, init_convnet, train_convnet
+from ..data.mnist1d import N_CLASSES, PUBLISHED_BASELINES, mnist1d, standardize
+from ..network import init_network
+from ..nn import accuracy, predict
+from ..plots import ACCURACY_RANGE, ANGLE_RANGE, legend_outside, mean_and_spread, new_figure, note_bands
+from ..rules import draw_feedback, get_rule
+from ..settings import boolean, choice, integer, list_of, real, setting_error
+from ..train import train
+from . import Context, ExperimentResult, every_member_diverged, experiment, report_all_diverged, summary_stats
+
+#: The rules compared, and the step size each trains with (SGD without momentum, tanh; chosen on the
+#: canonical split at 3,000 steps: ``drtp`` diverges above 0.03, ``usf``'s unit magnitudes need a smaller step).
+RULE_NAMES = ("bp", "fa", "dfa", "usf", "frsf", "brsf", "kp", "drtp", "sg", "cdni")
+RULE_LRS = (0.3, 0.1, 0.1, 0.03, 0.3, 0.3, 0.3, 0.03, 0.1, 0.1)
+LOGISTIC = "logistic regression (BP, no hidden layer)"
+COLORS = {name: f"C{i}" for i, name in enumerate(RULE_NAMES)}
+MARKERS = dict(zip(RULE_NAMES, "os^vDPX*h<"))  # rules whose curves coincide stay visible
+
+POSITIVE_INT, POSITIVE = integer(1), real(0, lo_open=True)
+
+
+def _check_lrs(settings: dict) -> None:
+    if len(settings["lrs"]) != len(settings["rules"]):
+        raise setting_error("lrs", settings["lrs"], f"needs one step size per rule ({len(settings['rules'])} rules: "
+                                                    f"{', '.join(settings['rules'])}), got {len(settings['lrs'])}",
+                            "a list as long as rules")
+    if len(settings["cnn_lrs"]) != len(settings["cnn_rules"]):
+        raise setting_error("cnn_lrs", settings["cnn_lrs"], f"needs one step size per CNN rule "
+                                                            f"({len(settings['cnn_rules'])}), got "
+                                                            f"{len(settings['cnn_lrs'])}", "a list as long as cnn_rules")
+    if (settings["n_train"] + settings["n_test"]) % 10:
+        raise setting_error("n_train", settings["n_train"], f"n_train + n_test must be a multiple of 10, got "
+                                                            f"{settings['n_train']} + {settings['n_test']}")
+
+
+def train_rule(name: str, lr: float, data, test, settings: dict, ctx: Context, *, sizes=None):
+    """Train ``ctx.n_seeds`` MLPs on ``data`` with rule ``name``; the recorded metrics are measured on ``test``."""
+    sizes = sizes or [data.n_inputs, *settings["hidden"], data.n_outputs]
+    net = init_network(sizes, ctx.n_seeds, seed=ctx.seed, activation=settings["activation"], bias=True,
+                       xp=ctx.xp, dtype=ctx.dtype)
+    feedback = draw_feedback(name, sizes, ctx.n_seeds, seed=ctx.seed, xp=ctx.xp, dtype=ctx.dtype)
+    extra = {}
+    if get_rule(name).init_modules is not None:
+        extra["module_settings"] = dict(kind="linear", target="true", lr=settings["sg_lr"], every=1)
+    if get_rule(name).learns_feedback:
+        extra["weight_decay"] = settings["kp_weight_decay"]
+    return train(net, data, rule=name, steps=settings["steps"], lr=lr, batch_size=settings["batch_size"],
+                 feedback=feedback, seed=ctx.seed, record_every=settings["record_every"], observe_on=test,
+                 progress=ctx.progress, **extra)
+
+
+@experiment(
+    "mnist1d-rules",
+    title="Every rule on MNIST-1D: test accuracy and alignment (MLP)",
+    description="BP, FA, DFA, the sign-symmetry rules (usf, frsf, brsf), Kolen-Pollack, DRTP, DNI and cDNI train "
+                "the same tanh MLP (40-100-100-10, biases) on the canonical MNIST-1D split (4,000 / 1,000, the "
+                "mnist1d package's generator, offline), by SGD from the same inits, one ensemble of seeds per rule; "
+                "test accuracy over time and at the end (mean ± std), beside the published baselines, and the "
+                "angle of each hidden layer's teaching signal to BP's on the test set. A logistic regression (BP, "
+                "no hidden layer) checks the task against the published 32%.",
+    defaults={"n_train": 4000, "n_test": 1000, "data_seed": 42, "standardize": True, "hidden": [100, 100],
+              "activation": "tanh", "steps": 6000, "batch_size": 100, "record_every": 200,
+              "rules": list(RULE_NAMES), "lrs": list(RULE_LRS), "sg_lr": 0.01, "kp_weight_decay": 1e-3,
+              "logistic_lr": 0.3, "cnn_rules": [], "cnn_lrs": [], "cnn_steps": 6000},
+    schema={"n_train": POSITIVE_INT, "n_test": POSITIVE_INT, "data_seed": integer(0), "standardize": boolean(),
+            "hidden": list_of(POSITIVE_INT, max_len=8), "activation": choice("tanh", "relu", "linear"),
+            "steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "record_every": POSITIVE_INT,
+            "rules": list_of(choice(*RULE_NAMES), max_len=len(RULE_NAMES), distinct=True),
+            "lrs": list_of(POSITIVE, max_len=len(RULE_NAMES)), "sg_lr": POSITIVE, "kp_weight_decay": real(0),
+            "logistic_lr": POSITIVE,
+            "cnn_rules": list_of(choice(*CONV_RULES), min_len=0, max_len=len(CONV_RULES), distinct=True),
+            "cnn_lrs": list_of(POSITIVE, min_len=0, max_len=len(CONV_RULES)), "cnn_steps": POSITIVE_INT},
+    quick={"steps": 500, "record_every": 100},
+    default_seeds=8,
+    checks=(_check_lrs,),
+)
+def mnist1d_rules(settings: dict, ctx: Context) -> ExperimentResult:
+    data, test = mnist1d(settings["n_train"], settings["n_test"], seed=settings["data_seed"])
+    if settings["standardize"]:
+        data, test = standardize(data, test)
+    results, diverged = {}, []
+    for name, lr in zip(settings["rules"], settings["lrs"]):
+        results[name] = train_rule(name, lr, data, test, settings, ctx)
+        diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in results[name].diverged]
+    logistic = train_rule("bp", settings["logistic_lr"], data, test, settings, ctx,
+                          sizes=[data.n_inputs, data.n_outputs])
+    shown = {f"published {k}": v for k, v in PUBLISHED_BASELINES.items() if k in ("logistic regression", "MLP", "CNN")}
+    result = report_rules(ctx, settings, data, test, results, logistic, diverged, baselines=shown,
+                          title="MNIST-1D", figure_prefix="mnist1d")
+    if settings["cnn_rules"]:
+        _add_cnn(result, data, test, settings, ctx)
+    result.metrics["published_baselines_percent"] = dict(PUBLISHED_BASELINES)
+    result.summary += "; published: " + ", ".join(f"{k} {v:.0f}%" for k, v in PUBLISHED_BASELINES.items())
+    return result
+
+
+def _add_cnn(result: ExperimentResult, data, test, settings: dict, ctx: Context) -> None:
+    """Greydanus (2020)'s CNN (3 ReLU convolutions of 25 channels, kernels 5, 3, 3, stride 2, padding 1; a
+    linear read-out) trained with each of ``cnn_rules`` (:mod:`sim.conv`, plain SGD); a figure and metrics."""
+    n_points = data.n_inputs
+    fig, (ax,) = new_figure(1, width=6.0)
+    result.metrics["cnn"] = {}
+    for name, lr in zip(settings["cnn_rules"], settings["cnn_lrs"]):
+        net = init_convnet([1, 25, 25, 25], [(1, 5), (1, 3), (1, 3)], [(1, 2)] * 3, [(0, 1)] * 3, [N_CLASSES],
+                           (1, n_points), ctx.n_seeds, seed=ctx.seed, activation="relu", xp=ctx.xp, dtype=ctx.dtype)
+        _, record, _ = train_convnet(net, data.x[:, None, None, :], data.y, rule=name, steps=settings["cnn_steps"],
+                                     lr=lr, batch_size=settings["batch_size"], seed=ctx.seed,
+                                     feedback=draw_conv_feedback(name, net, (1, n_points), seed=ctx.seed),
+                                     weight_decay=settings["kp_weight_decay"] if name == "kp" else 0.0,
+                                     test=(test.x[:, None, None, :], test.y), record_every=settings["record_every"])
+        mean_and_spread(ax, record["steps"], record["accuracy"], label=f"CNN, {name}", color=COLORS[name],
+                        clip=ACCURACY_RANGE, marker=MARKERS[name])
+        result.arrays[f"cnn_{name}_test_accuracy"] = record["accuracy"]
+        result.arrays[f"cnn_{name}_steps"] = record["steps"]
+        result.metrics["cnn"][name] = {"test_accuracy": summary_stats(record["accuracy"][-1])}
+        acc = result.metrics["cnn"][name]["test_accuracy"]
+        if acc["mean"] is not None:
+            result.summary += f"; CNN {name}: test accuracy {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%"
+    ax.axhline(PUBLISHED_BASELINES["CNN"] / 100, color="grey", ls="-.", lw=1, label="published CNN (94%)")
+    ax.set(xlabel="step", ylabel="test accuracy (fraction correct)", ylim=(0, 1), title="CNN on MNIST-1D")
+    legend_outside(ax)
+    note_bands(fig, ctx.n_seeds, title="MNIST-1D, CNN (sim.conv)")
+    result.figures["mnist1d_cnn"] = fig
+
+
+def report_rules(ctx: Context, settings, data, test, results: dict, logistic, diverged: list, *, baselines: dict,
+                 title: str, figure_prefix: str) -> ExperimentResult:
+    """Figures, metrics and summary of a comparison of rules on a classification task.
+
+    ``results`` maps rule names to :class:`sim.train.TrainResult` whose
+    ``accuracy`` was recorded on ``test``; ``logistic`` is the no-hidden-layer
+    BP control (or ``None``); ``baselines`` maps a label to a test accuracy in
+    percent, drawn as reference lines. Figures: ``{prefix}_rules`` and
+    ``{prefix}_alignment``.
+    """
+    fig, (ax_curve, ax_final) = new_figure(2, width=6.4, height=3.8)
+    fig_align, ax_layers = new_figure(len(settings["hidden"]), width=4.6)
+    x_train, y_train = to_device(data.x, ctx.xp, ctx.dtype), to_device(data.y, ctx.xp, ctx.dtype)
+    metrics, arrays = {}, {}
+    entries = [*results.items(), *([("logistic", logistic)] if logistic is not None else [])]
+    for k, (name, res) in enumerate(entries):
+        act = settings["activation"]
+        color = COLORS.get(name, "k")
+        label = LOGISTIC if name == "logistic" else name
+        test_acc = res.metric("accuracy")  # recorded on the test set
+        train_acc = to_host(accuracy(predict(res.network.weights, x_train, act, res.network.biases), y_train))
+        mean_and_spread(ax_curve, res.steps, test_acc, label=label, color=color, clip=ACCURACY_RANGE,
+                        linestyle="--" if name == "logistic" else "-", marker=MARKERS.get(name, "."))
+        final = test_acc[-1]
+        finite = final[np.isfinite(final)]
+        if finite.size:
+            ax_final.errorbar([k], [finite.mean()], yerr=[finite.std()], fmt=MARKERS.get(name, "."), color=color,
+                              capsize=3, label=label)
+        arrays.update({f"{name}_steps": res.steps, f"{name}_test_accuracy": test_acc,
+                       f"{name}_train_accuracy": train_acc})
+        metrics[name] = {"test_accuracy": summary_stats(final), "train_accuracy": summary_stats(train_acc)}
+        if name not in ("bp", "logistic") and "signal_angle" in res.metrics:
+            angles = res.metric("signal_angle")
+            arrays[f"{name}_signal_angle"] = angles
+            metrics[name]["final_signal_angle_deg_per_layer"] = [summary_stats(angles[-1, :, j])
+                                                                 for j in range(angles.shape[-1])]
+            for j, ax in enumerate(ax_layers):
+                mean_and_spread(ax, res.steps, angles[..., j], label=name, color=color, clip=ANGLE_RANGE,
+                                marker=MARKERS[name])
+        if "weight_alignment" in res.metrics:
+            arrays[f"{name}_weight_alignment"] = res.metric("weight_alignment")
+    for (what, value), style in zip(baselines.items(), (":", "--", "-.", (0, (1, 4)), (0, (5, 8)))):
+        ax_final.axhline(value / 100, color="grey", ls=style, lw=1, label=f"{what} ({value:.1f}%)")
+    ax_final.set_xticks(range(len(entries)), [n for n, _ in entries], rotation=90, fontsize="small")
+    ax_curve.set(xlabel="step", ylabel="test accuracy (fraction correct)", ylim=(0, 1), title="test accuracy")
+    ax_final.set(xlabel="rule", ylabel="final test accuracy (fraction correct)", ylim=(0, 1),
+                 title="at the end, with the published baselines")
+    legend_outside(ax_curve)
+    legend_outside(ax_final)
+    for j, ax in enumerate(ax_layers):
+        ax.axhline(90, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="step", ylabel="angle to BP's signal (degrees)", ylim=(0, 120),
+               title=f"hidden layer {j + 1}: signal vs BP (test set)")
+    for ax in ax_layers:
+        if ax.get_legend_handles_labels()[0]:  # some rule other than BP was drawn
+            legend_outside(ax)
+    note_bands(fig, ctx.n_seeds, title=f"{title}, MLP")
+    note_bands(fig_align, ctx.n_seeds, title=f"{title}: alignment of the hidden teaching signals with BP's")
+    summary = "; ".join(f"{'logistic' if n == 'logistic' else n}: test accuracy "
+                        f"{100 * m['test_accuracy']['mean']:.1f} ± {100 * m['test_accuracy']['std']:.1f}%"
+                        for n, m in metrics.items() if isinstance(m, dict) and "test_accuracy" in m
+                        and m["test_accuracy"]["mean"] is not None)
+    result = ExperimentResult(metrics, arrays, {f"{figure_prefix}_rules": fig, f"{figure_prefix}_alignment": fig_align},
+                              summary, diverged)
+    return report_all_diverged(result, every_member_diverged([r for _, r in entries]))
