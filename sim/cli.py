@@ -58,6 +58,28 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_data_fetch(args) -> int:
+    """``bbp data fetch NAME``: download (or copy ``--from``), verify and convert a real dataset (sim.data.real)."""
+    from .data.real import fetch
+
+    folder = fetch(args.name, root=args.dir, source_dir=args.source, log=lambda message: print(message, flush=True))
+    print(f"{args.name}: ready in {folder}; load it with sim.data.load({args.name!r})")
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    """``bbp data list``: the real datasets, whether each is fetched, and where."""
+    from .data.real import DATASETS, SPLITS, data_dir
+
+    root = data_dir(args.dir)
+    print(f"data directory: {root} (set BBP_DATA or --dir to change it)")
+    for name, spec in DATASETS.items():
+        ready = all((root / name / f"{key}.npy").exists() for key in SPLITS)
+        print(f"  {name:<15} {'fetched' if ready else 'not fetched (bbp data fetch ' + name + ')':<46} {spec.title}")
+    print(f"  {'mnist1d':<15} {'generated on demand (the mnist1d package)':<46} MNIST-1D (Greydanus 2020)")
+    return 0
+
+
 def _load_config(path: str) -> dict:
     import tomllib
 
@@ -146,11 +168,12 @@ def cmd_rerun(args) -> int:
 
 
 def _format_verify_table(outcomes) -> str:
-    rows = [("id", "source", "statement", "inst", "worst", "tol", "verdict")]
+    rows = [("id", "source", "statement", "inst", "tasks", "members", "worst", "tol", "verdict")]
     for o in outcomes:
         statement = o.statement if len(o.statement) <= 60 else o.statement[:57] + "..."
-        rows.append((o.id, o.source, statement, str(o.instances), f"{o.max_violation:.3g}", f"{o.tolerance:.3g}",
-                     o.status.upper()))
+        counts = tuple("-" if v is None else str(v) for v in (getattr(o, "tasks", None), getattr(o, "members", None)))
+        rows.append((o.id, o.source, statement, str(o.instances), *counts, f"{o.max_violation:.3g}",
+                     f"{o.tolerance:.3g}", o.status.upper()))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -207,6 +230,12 @@ def cmd_bench(args) -> int:
         from .sweep.bench import format_sweep_bench, run_sweep_bench
 
         run_bench, format_bench = (lambda **kw: run_sweep_bench(quick=kw["quick"])), format_sweep_bench
+    if getattr(args, "convex", False):  # the convex solvers' figures (theory.convex.bench): the shell sees both
+        from sim.backend import get_namespace
+        from theory.convex.bench import format_convex_bench, run_convex_bench
+
+        run_bench = lambda **kw: run_convex_bench(quick=kw["quick"], xp=get_namespace(kw["backend"]))  # noqa: E731
+        format_bench = format_convex_bench
     try:
         results = run_bench(quick=args.quick, backend=args.backend, dtype=args.dtype)
     except interrupt.RunInterrupted as stop:
@@ -331,6 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the experiments and the claims").set_defaults(func=cmd_list)
 
+    data = sub.add_parser("data", help="real datasets: fetch once, then sim.data.load(NAME)")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download the official files, verify checksums, convert to .npy")
+    fetch.add_argument("name", help="mnist, fashion-mnist or cifar10")
+    fetch.add_argument("--dir", help="data directory (default $BBP_DATA, else the user's cache dir + /bbp)")
+    fetch.add_argument("--from", dest="source", metavar="FOLDER", help="use the official files from FOLDER "
+                       "instead of downloading them (checksums are verified all the same)")
+    fetch.set_defaults(func=cmd_data_fetch)
+    dlist = data_sub.add_parser("list", help="the datasets and whether they are fetched")
+    dlist.add_argument("--dir", help="data directory (default $BBP_DATA, else the user's cache dir + /bbp)")
+    dlist.set_defaults(func=cmd_data_list)
+
     run = sub.add_parser("run", help="run an experiment and write its run directory")
     run.add_argument("experiment", nargs="?", help="experiment name (see bbp list); optional with --config")
     run.add_argument("--config", metavar="PATH", help="run again what a run directory's config.toml holds "
@@ -366,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", choices=DTYPES, default="float64")
     bench.add_argument("--sweep", action="store_true", help="the sweep engine instead: throughput of 2 local "
                        "Dask workers vs serial, overhead per point")
+    bench.add_argument("--convex", action="store_true", help="the convex solvers instead: first-order (FISTA) vs "
+                       "cvxpy + Clarabel on the gated-ReLU program, scaling, batched ensemble vs a loop")
     bench.set_defaults(func=cmd_bench)
 
     sweep = sub.add_parser("sweep", help="a study: an experiment over a grid of settings and seeds, on Dask, "

@@ -255,7 +255,8 @@ def figure_problems(fig, *, name: str = "figure") -> list[str]:
         for container in ax.containers:
             if container.get_label() in named:
                 covered |= {id(a) for a in container.get_children()}
-        artists = [a for a in [*ax.lines, *ax.collections, *ax.patches] if _has_data(a)]
+        # a colour bar's own artists are its scale, named by its label
+        artists = [] if is_colorbar else [a for a in [*ax.lines, *ax.collections, *ax.patches] if _has_data(a)]
         named_colours = set()
         for a in artists:
             if a.get_label() in named or id(a) in covered:

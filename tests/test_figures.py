@@ -22,12 +22,17 @@ EXPERIMENTS = sorted(_experiments())
 #: Settings on top of the quick ones, for the experiments that are slow even then.
 SMALLER = {
     "layer-parallel": {"epochs": 1, "n_train": 512, "n_test": 256, "throughput_batches": 4},
-    "hier-layerwise": {"sample_sizes": [30, 60], "n_test": 150, "steps": 40},
+    "hier-layerwise": {"sample_sizes": [30, 60], "n_test": 150, "steps": 40, "baseline_steps": 30, "mlp_width": 16,
+                       "random_features": 64, "compare_embeddings": ["label"], "presets": ["arrangements"]},
     "dfa-nonlinear": {"steps": 400},
+    "convex-layerwise": {"n_train": 40, "n_test": 100, "sgd_epochs": 2, "arrangements": 8},
     "sg-nonlinear": {"steps": 400},
     "sg-regression": {"steps": 600, "net_steps": 600, "widths": [1, 2, 8]},
     "dfa-alignment": {"steps": 200},
     "hier-digits-samples": {"speed_samples": 2000},
+    "mnist1d-rules": {"steps": 40, "record_every": 20, "n_train": 990, "n_test": 500, "cnn_rules": ["bp", "kp"],
+                      "cnn_lrs": [0.1, 0.1], "cnn_steps": 40},
+    "real-rules": {"dataset": "mnist1d", "steps": 40, "record_every": 20, "n_train": 500, "n_test": 300},
 }
 
 

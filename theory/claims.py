@@ -38,10 +38,17 @@ from sim import rules as _rules
 #: Modules whose import registers claims (in the order they are listed).
 CLAIM_MODULES: list[str] = [
     "theory.claims_linear",
+    "theory.claims_saxe_depth",
+    "theory.claims_lillicrap",
     "theory.claims_dfa",
+    "theory.claims_refinetti",
     "theory.claims_hierarchical",
     "theory.claims_synthetic",
+    "theory.claims_czarnecki",
+    "theory.claims_jaderberg",
     "theory.claims_local",
+    "theory.claims_sign",
+    "theory.claims_convex",
 ]
 
 STATUSES = ("pass", "fail", "error")
@@ -52,13 +59,19 @@ class CheckResult:
     """Outcome of one check: ``passed`` when the worst violation is within tolerance.
 
     ``details`` holds whatever the report's figure of the claim needs (arrays,
-    curves); it is not written to the JSON.
+    curves); it is not written to the JSON. ``tasks`` is the number of
+    independent tasks (data sets, teachers) the instances were drawn on and
+    ``members`` the number of networks (or other trained systems) run on them;
+    both default to ``instances`` (one task and one member per instance). A
+    check that trains an ensemble of members on one shared task says so here.
     """
 
     instances: int
     max_violation: float
     tolerance: float
     details: dict = field(default_factory=dict)
+    tasks: int | None = None
+    members: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -96,12 +109,16 @@ class Outcome:
     seconds: float
     message: str = ""
     result: CheckResult | None = None
+    tasks: int | None = None
+    members: int | None = None
 
     def to_json(self) -> dict:
+        """The design's keys, plus ``tasks`` and ``members`` when known and ``message`` on an error."""
         violation = self.max_violation if math.isfinite(self.max_violation) else None
+        counts = {k: v for k, v in (("tasks", self.tasks), ("members", self.members)) if v is not None}
         return {"id": self.id, "source": self.source, "statement": self.statement, "status": self.status,
                 "instances": self.instances, "max_violation": violation, "tolerance": self.tolerance,
-                "seconds": round(self.seconds, 4), **({"message": self.message} if self.message else {})}
+                "seconds": round(self.seconds, 4), **counts, **({"message": self.message} if self.message else {})}
 
 
 REGISTRY: dict[str, Claim] = {}
@@ -153,8 +170,10 @@ def run_claim(c: Claim, *, quick: bool = False, seed: int = 0) -> Outcome:
         return Outcome(c.id, c.source, c.statement, "error", n, math.nan, math.nan,
                        time.perf_counter() - start, f"{type(err).__name__}: {err}")
     status = "pass" if result.passed else "fail"
+    tasks = result.instances if result.tasks is None else int(result.tasks)
+    members = result.instances if result.members is None else int(result.members)
     return Outcome(c.id, c.source, c.statement, status, result.instances, float(result.max_violation),
-                   float(result.tolerance), time.perf_counter() - start, result=result)
+                   float(result.tolerance), time.perf_counter() - start, result=result, tasks=tasks, members=members)
 
 
 def verify(ids: Iterable[str] | None = None, *, quick: bool = False, seed: int = 0,

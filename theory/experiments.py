@@ -10,7 +10,9 @@ THEORY_EXPERIMENT_MODULES = [
     "theory.experiments_linear",
     "theory.experiments_dfa",
     "theory.experiments_hierarchical",
+    "theory.experiments_sample_complexity",
     "theory.experiments_synthetic",
+    "theory.experiments_convex",
 ]
 
 for _module in THEORY_EXPERIMENT_MODULES:

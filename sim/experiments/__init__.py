@@ -23,7 +23,8 @@ from ..settings import Validator, validate_settings
 
 #: Modules whose import registers experiments.
 EXPERIMENT_MODULES: list[str] = ["sim.experiments.feedback_alignment", "sim.experiments.local_learning",
-                                  "sim.experiments.synthetic"]
+                                  "sim.experiments.synthetic", "sim.experiments.mnist1d_rules",
+                                  "sim.experiments.real_data"]
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,16 @@ class Experiment:
     default_seeds: int = 4
     schema: dict = field(default_factory=dict)  # setting -> sim.settings.Validator
     checks: tuple = ()  # check(settings) -> None, raising ValueError: constraints between settings
+    per_member: tuple = ()  # settings the experiment can vary per ensemble member (a sweep folds them)
+    fold: Callable | None = None  # fold(settings_list, context) -> one ExperimentResult per settings
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
 def experiment(name: str, *, title: str, description: str, defaults: dict, schema: dict[str, Validator],
-               quick: dict | None = None, default_seeds: int = 4, checks: Callable | tuple = ()):
+               quick: dict | None = None, default_seeds: int = 4, checks: Callable | tuple = (),
+               per_member: tuple = (), fold: Callable | None = None):
     """Decorator registering ``run(settings, context)`` as the experiment ``name``.
 
     ``schema`` declares, for every key of ``defaults``, its type and range (a
@@ -79,8 +83,21 @@ def experiment(name: str, *, title: str, description: str, defaults: dict, schem
     ``check(settings)`` raising ``ValueError`` (:func:`sim.settings.setting_error`)
     for constraints between settings. The defaults, and the defaults with the
     quick values, must pass both.
+
+    ``per_member`` names the settings the experiment can vary per ensemble
+    member (a learning rate, an initial scale); ``fold(settings_list, context)``
+    then runs several settings that differ only in those as one ensemble of
+    ``len(settings_list) * context.n_seeds`` members and returns one
+    :class:`ExperimentResult` per settings, each the same as ``run(settings,
+    context)``'s. A sweep folds such points into one task (:mod:`sim.sweep.fold`).
     """
     quick = quick or {}
+    per_member = tuple(per_member)
+    if set(per_member) - set(defaults):
+        raise ValueError(f"per_member settings {sorted(set(per_member) - set(defaults))} of {name!r} are not "
+                         f"among its settings")
+    if per_member and not callable(fold):
+        raise ValueError(f"experiment {name!r} declares per_member settings {list(per_member)} but no fold function")
     unknown = set(quick) - set(defaults)
     if unknown:
         raise ValueError(f"quick settings {sorted(unknown)} of {name!r} are not among its defaults")
@@ -96,7 +113,7 @@ def experiment(name: str, *, title: str, description: str, defaults: dict, schem
         if name in REGISTRY:
             raise ValueError(f"experiment {name!r} is registered twice")
         REGISTRY[name] = Experiment(name, title, description, dict(defaults), dict(quick), run, default_seeds,
-                                    dict(schema), checks)
+                                    dict(schema), checks, per_member, fold if per_member else None)
         return run
 
     return register
@@ -222,3 +239,30 @@ def run_experiment(name: str, *, context: Context | None = None, overrides: dict
     except MemoryError as err:  # a safety net: the big allocations are estimated before they are made
         raise ValueError(f"experiment {name!r} ran out of memory ({err or 'MemoryError'}); "
                          f"use fewer seeds or smaller settings") from None
+
+
+def run_experiment_folded(name: str, overrides_list: list[dict], *, context: Context | None = None) -> list:
+    """Run several settings of ``name`` as one ensemble (its ``fold``); one :class:`ExperimentResult` each.
+
+    The settings (each resolved like :func:`run_experiment`'s) may differ only
+    in the experiment's ``per_member`` settings; otherwise, or when the
+    experiment declares none, ``ValueError`` names the difference.
+    """
+    exp = get_experiment(name)
+    context = Context() if context is None else context
+    if exp.fold is None:
+        raise ValueError(f"experiment {name!r} declares no per_member settings: it cannot fold settings")
+    if not overrides_list:
+        raise ValueError("run_experiment_folded needs at least one settings, got none")
+    settings_list = [resolve_settings(exp, quick=context.quick, overrides=o) for o in overrides_list]
+    for settings in settings_list[1:]:
+        differ = sorted(k for k in settings if settings[k] != settings_list[0][k] and k not in exp.per_member)
+        if differ:
+            raise ValueError(f"folded settings of {name!r} may differ only in {', '.join(exp.per_member)}; "
+                             f"they differ in {', '.join(differ)}")
+    try:
+        with blas_policy():
+            return exp.fold(settings_list, context)
+    except MemoryError as err:
+        raise ValueError(f"experiment {name!r} ran out of memory ({err or 'MemoryError'}); "
+                         f"fold fewer points or use smaller settings") from None
