@@ -51,7 +51,7 @@ from sim.layerwise import (
     level_recovery,
 )
 from sim.patch import patch_conv
-from theory.claims_hierarchical import separability
+from theory.claims.hierarchical import separability
 from theory.convex import objective, sgd_top_classifier, solve_cvxpy, solve_lbfgs
 
 SMALL = os.environ.get("BBP_NOTEBOOK_SMALL") == "1"

@@ -1,4 +1,4 @@
-"""The ``bbp`` command line: ``list``, ``run``, ``rerun``, ``verify``, ``bench`` and the sweeps
+"""The ``bbp`` command line: ``list``, ``run``, ``rerun``, ``verify``, ``bench``, ``data`` and the sweeps
 (``sweep``, ``sweep-status``, ``sweep-plot``).
 
 This is the shell: it is the only place that sees both :mod:`sim` and

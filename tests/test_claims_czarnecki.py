@@ -1,4 +1,4 @@
-"""The Czarnecki et al. (2017) claims (theory.claims_czarnecki): what they rest on (generic tests: test_claims.py)."""
+"""The Czarnecki et al. (2017) claims (theory.claims.czarnecki): what they rest on (generic tests: test_claims.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from theory import claims_czarnecki as cz
+from theory.claims import czarnecki as cz
 from theory.claims import REGISTRY, load_claims
 
 load_claims()

@@ -1,4 +1,4 @@
-"""The DFA, Refinetti and symbolic claims (theory.claims_dfa): registry entries and the pieces they rest on.
+"""The DFA, Refinetti and symbolic claims (theory.claims.dfa): registry entries and the pieces they rest on.
 
 Pass, fail-when-broken and hypothesis tests of every claim live in test_claims.py.
 """
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sim import rules as sim_rules
-from theory import claims_dfa, symbolic
+from theory import symbolic
+from theory.claims import dfa as claims_dfa
 from theory.claims import REGISTRY
 
 IDS = sorted(cid for cid, c in REGISTRY.items() if c.check.__module__ == claims_dfa.__name__)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import theory.claims_hierarchical  # noqa: F401  (registers the claims)
-import theory.experiments_hierarchical  # noqa: F401  (registers the experiments)
+import theory.claims.hierarchical  # noqa: F401  (registers the claims)
+import theory.experiments.hierarchical  # noqa: F401  (registers the experiments)
 from sim.experiments import Context, run_experiment
 from theory.claims import REGISTRY
 
-IDS = [cid for cid, c in REGISTRY.items() if c.check.__module__ == "theory.claims_hierarchical"]
+IDS = [cid for cid, c in REGISTRY.items() if c.check.__module__ == "theory.claims.hierarchical"]
 
 
 def _openblas():
@@ -58,7 +58,7 @@ def test_the_claims_of_issues_5_and_13_are_registered():
 
 def test_rate_sufficient_fails_when_the_layerwise_algorithm_gets_shuffled_labels():
     """The second sabotage of the layerwise algorithm itself: the label embedding then carries no statistics."""
-    from theory.claims_hierarchical import _check_rate_sufficient, _sabotage
+    from theory.claims.hierarchical import _check_rate_sufficient, _sabotage
 
     with _sabotage("shuffle_labels"):
         result = _check_rate_sufficient(5, 1)
@@ -67,7 +67,7 @@ def test_rate_sufficient_fails_when_the_layerwise_algorithm_gets_shuffled_labels
 
 def test_arrangement_gap_fails_when_the_layerwise_algorithm_gets_shuffled_labels():
     """The second sabotage of the layerwise algorithm itself (the registered one is the broken clustering)."""
-    from theory.claims_hierarchical import _check_arrangement_gap, _sabotage
+    from theory.claims.hierarchical import _check_arrangement_gap, _sabotage
 
     with _sabotage("shuffle_labels"):
         result = _check_arrangement_gap(3, 1)

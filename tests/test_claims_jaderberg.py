@@ -1,11 +1,11 @@
-"""Jaderberg et al. bootstrapped synthetic gradients (theory.claims_jaderberg); generic tests: test_claims.py."""
+"""Jaderberg et al. bootstrapped synthetic gradients (theory.claims.jaderberg); generic tests: test_claims.py."""
 
 from __future__ import annotations
 
 from sim import rules as sim_rules
-from theory import claims_jaderberg as jd
+from theory.claims import jaderberg as jd
 from theory.claims import REGISTRY, load_claims
-from theory.claims_linear import _rng
+from theory.claims.linear import _rng
 
 load_claims()
 

@@ -1,4 +1,4 @@
-"""Lillicrap et al. supplementary claims (theory.claims_lillicrap); generic tests: test_claims.py."""
+"""Lillicrap et al. supplementary claims (theory.claims.lillicrap); generic tests: test_claims.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from theory.claims import REGISTRY, load_claims
-from theory.claims_lillicrap import gauss_newton_hidden_step
+from theory.claims.lillicrap import gauss_newton_hidden_step
 
 load_claims()
 
@@ -39,8 +39,8 @@ def test_registered():
 
 
 def test_equilibrium_reaches_least_squares_and_not_with_unfixed_feedback():
-    from theory.claims_linear import _rng, feedback_not_fixed
-    from theory.claims_lillicrap import fa_end_to_end
+    from theory.claims.linear import _rng, feedback_not_fixed
+    from theory.claims.lillicrap import fa_end_to_end
 
     assert fa_end_to_end(_rng(1, "test", 0)) < 1e-6
     with feedback_not_fixed():

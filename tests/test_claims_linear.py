@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-import theory.claims_linear as claims_linear
+import theory.claims.linear as claims_linear
 from theory.claims import REGISTRY, load_claims, sabotage_of
 
 load_claims()

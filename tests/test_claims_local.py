@@ -1,4 +1,4 @@
-"""Claims of local and layer-parallel learning (theory.claims_local) are registered and documented.
+"""Claims of local and layer-parallel learning (theory.claims.local) are registered and documented.
 
 That each passes, fails when sabotaged and holds on hypothesis seeds is tested for every claim in test_claims.py.
 """

@@ -1,11 +1,11 @@
-"""Refinetti et al. claims (theory.claims_refinetti); generic tests in test_claims.py, strictness in
+"""Refinetti et al. claims (theory.claims.refinetti); generic tests in test_claims.py, strictness in
 test_claims_strict.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from theory import claims_refinetti as rf
+from theory.claims import refinetti as rf
 from theory.claims import REGISTRY, load_claims
 
 load_claims()

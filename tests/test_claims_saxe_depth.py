@@ -1,13 +1,13 @@
-"""Saxe et al. for deep linear networks (theory.claims_saxe_depth); generic tests: test_claims.py."""
+"""Saxe et al. for deep linear networks (theory.claims.saxe_depth); generic tests: test_claims.py."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from theory import claims_saxe_depth as sd
+from theory.claims import saxe_depth as sd
 from theory import closed_forms as cf
 from theory.claims import REGISTRY, load_claims
-from theory.claims_linear import _rng
+from theory.claims.linear import _rng
 
 load_claims()
 

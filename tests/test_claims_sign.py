@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import theory.claims_sign as claims_sign
+import theory.claims.sign as claims_sign
 from theory.claims import REGISTRY, load_claims, sabotaged
 
 load_claims()

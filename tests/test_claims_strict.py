@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from theory import claims_linear
+from theory.claims import linear as claims_linear
 from theory.claims import REGISTRY, load_claims
 
 load_claims()
@@ -40,7 +40,7 @@ def test_best_alignment_matches_a_numerical_optimum():
     import numpy as np
     from scipy.optimize import minimize
 
-    from theory.claims_refinetti import best_alignment
+    from theory.claims.refinetti import best_alignment
 
     rng = np.random.default_rng(3)
     n1, n2, rank = 9, 3, 4
@@ -70,7 +70,7 @@ def _old_degeneracy_check(seed: int, n_instances: int, n_samples: int) -> bool:
     from sim.network import init_network
     from sim.rules import draw_feedback
     from sim.train import train
-    from theory.claims_dfa import _random_angle_spread, _rng, _seed
+    from theory.claims.dfa import _random_angle_spread, _rng, _seed
 
     sizes = (32, 32, 4)
     rng = _rng(seed, "refinetti.degeneracy_breaking")
@@ -87,8 +87,8 @@ def _old_degeneracy_check(seed: int, n_instances: int, n_samples: int) -> bool:
 
 
 def test_degeneracy_breaking_needs_degeneracy_and_the_old_check_did_not():
-    from theory import claims_refinetti
-    from theory.claims_dfa import _rng
+    from theory.claims import refinetti as claims_refinetti
+    from theory.claims.dfa import _rng
 
     # the old check passed with 128 samples > 32 inputs, where there is no degeneracy to break
     assert _old_degeneracy_check(0, 2, 128)
@@ -109,7 +109,7 @@ def test_unified_view_catches_a_break_shared_by_both_code_paths():
     from sim import synthetic as sg
     from sim.rules import draw_feedback, rule_updates
     from theory.claims import sabotaged
-    from theory.claims_synthetic import direct_feedback_updates
+    from theory.claims.synthetic import direct_feedback_updates
 
     c = REGISTRY["sg.unified_view"]
     rng = np.random.default_rng(0)
@@ -148,7 +148,7 @@ def _old_epsilon_tracking(seed: int, n_instances: int) -> float:
 
     from sim import synthetic as sg
     from sim.rules import rule_updates
-    from theory.claims_synthetic import _random_net, _rng
+    from theory.claims.synthetic import _random_net, _rng
 
     violations, rhos, inner = [], [], []
     for j in range(n_instances):
@@ -224,7 +224,7 @@ def test_epsilon_tracking_reaches_least_squares():
 # --- local.dgl-moving-input --------------------------------------------------------------------------
 
 def test_dgl_moving_input_tests_both_sides_of_dgls_condition():
-    from theory import claims_local
+    from theory.claims import local as claims_local
 
     c = REGISTRY["local.dgl-moving-input"]
     assert c.check(0, 1).passed
@@ -264,7 +264,7 @@ def test_members_and_tasks_are_reported_separately():
 def test_lillicrap_tasks_are_independent():
     import numpy as np
 
-    from theory.claims_linear import _lillicrap_tasks
+    from theory.claims.linear import _lillicrap_tasks
 
     x, y = _lillicrap_tasks(0, 3)
     teachers = [np.linalg.lstsq(x[i], y[i], rcond=None)[0] for i in range(3)]

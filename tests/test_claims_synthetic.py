@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import theory.claims_synthetic as claims_synthetic
+import theory.claims.synthetic as claims_synthetic
 from theory.claims import REGISTRY, load_claims, sabotaged
 
 load_claims()

@@ -33,7 +33,7 @@ def data(seed=0, n=9):
 
 def test_convex_claims_are_registered():
     load_claims()
-    ids = {cid for cid, c in REGISTRY.items() if c.check.__module__ == "theory.claims_convex"}
+    ids = {cid for cid, c in REGISTRY.items() if c.check.__module__ == "theory.claims.convex"}
     assert ids == {"convex.global-optimum", "convex.strong-duality", "convex.arrangement-count",
                    "convex.gated-lower-bound", "convex.greedy-bound"}
     for cid in ids:

@@ -1,4 +1,4 @@
-"""The ``dfa-alignment`` experiment (theory.experiments_dfa): runs quick, records what it promises."""
+"""The ``dfa-alignment`` experiment (theory.experiments.dfa): runs quick, records what it promises."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-import theory.experiments_dfa  # noqa: F401  (registers the experiment)
+import theory.experiments.dfa  # noqa: F401  (registers the experiment)
 from sim.experiments import REGISTRY, Context, run_experiment
 
 FAST = {"widths": [8, 16], "steps": 120, "record_every": 20, "n_train": 200}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import theory.experiments_linear  # noqa: F401  (registers the experiments)
+import theory.experiments.linear  # noqa: F401  (registers the experiments)
 from sim.experiments import Context, get_experiment, run_experiment
 
 QUICK = Context(quick=True, n_seeds=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import theory.experiments_synthetic  # noqa: F401  (registers sg-dynamics)
+import theory.experiments.synthetic  # noqa: F401  (registers sg-dynamics)
 from sim.experiments import Context, get_experiment, load_experiments, run_experiment
 from sim.experiments.synthetic import time_to_target
 

@@ -1,4 +1,4 @@
-"""The sample-complexity study (theory.experiments_sample_complexity): the fit, the rate, a quick run."""
+"""The sample-complexity study (theory.experiments.sample_complexity): the fit, the rate, a quick run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from sim.data.hierarchical import random_grammar, statistics_separation
 from sim.experiments import Context, run_experiment
-from theory.experiments_sample_complexity import critical_sample_size, power_law_exponent
+from theory.experiments.sample_complexity import critical_sample_size, power_law_exponent
 
 
 @settings(max_examples=20, deadline=None)

@@ -588,7 +588,7 @@ def check_large_init_concurrent(seed: int, n_instances: int) -> CheckResult:
                        members=n_instances)
 
 
-# refinetti.degeneracy_breaking lives in theory.claims_refinetti (checked against its closed-form optimum).
+# refinetti.degeneracy_breaking lives in theory.claims.refinetti (checked against its closed-form optimum).
 
 
 # --- refinetti.output_width --------------------------------------------------------------------------

@@ -17,8 +17,8 @@ from sim.experiments import Context, ExperimentResult, experiment
 from sim.plots import new_figure
 from sim.settings import integer, list_of, matrix, real, setting_error
 
-from . import synthetic_dynamics as sd
-from .synthetic_dynamics import sp  # sympy, imported at the first use (sim.lazy)
+from .. import synthetic_dynamics as sd
+from ..synthetic_dynamics import sp  # sympy, imported at the first use (sim.lazy)
 
 #: The flow is derived symbolically (sympy): layers of at most this many units.
 MAX_UNITS = 4

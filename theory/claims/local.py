@@ -33,7 +33,7 @@ import numpy as np
 from sim import local, parallel
 from sim.data.tasks import Dataset
 
-from .claims import CheckResult, claim
+from . import CheckResult, claim
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:

@@ -18,8 +18,8 @@ import numpy as np
 
 from sim.rules import rule_updates
 from theory.claims import CheckResult, claim
-from theory.claims_linear import EPS, XP, _rng
-from theory.claims_linear import feedback_not_fixed as _feedback_not_fixed
+from theory.claims.linear import EPS, XP, _rng
+from theory.claims.linear import feedback_not_fixed as _feedback_not_fixed
 
 
 def gauss_newton_hidden_step(w2: np.ndarray, errors: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from sim import synthetic as sg
 from sim.data.tasks import whitened_gaussian
 from sim.rules import compute_updates, draw_feedback, rule_updates
 
-from .claims import CheckResult, claim
+from . import CheckResult, claim
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -317,7 +317,7 @@ def check_dni_stall(seed: int, n_instances: int) -> CheckResult:
     return CheckResult(n_instances, max(violations), 1e-6, {"violations": violations, "stall_distance": gaps})
 
 
-# sg.epsilon_tracking lives in theory.claims_czarnecki (checked along whole trajectories).
+# sg.epsilon_tracking lives in theory.claims.czarnecki (checked along whole trajectories).
 
 
 # --- Czarnecki et al. 2017: the unified view -------------------------------------------------------

@@ -24,9 +24,9 @@ from sim.experiments import Context, ExperimentResult, experiment
 from sim.plots import band_note, mean_and_spread, new_figure
 from sim.settings import choice, integer, list_of, real
 
-from .convex import layerwise
-from .convex.nonconvex import gradient_descent
-from .convex.relu import two_layer_relu
+from ..convex import layerwise
+from ..convex.nonconvex import gradient_descent
+from ..convex.relu import two_layer_relu
 
 # --- convex-vs-gd ---------------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from sim.data import teacher_classification
 from sim.network import init_network
 from sim.train import train
 from theory.claims import CheckResult, claim
-from theory.claims_linear import _rng
+from theory.claims.linear import _rng
 
 #: The task and schedule: tanh 8-12-12-12-3 nets, 64 samples, mse on one-hot targets, full-batch GD.
 SIZES, SAMPLES, STEPS, LR, MODULE_LR = (8, 12, 12, 12, 3), 64, 200, 0.2, 0.05

@@ -37,18 +37,18 @@ from sim import rules as _rules
 
 #: Modules whose import registers claims (in the order they are listed).
 CLAIM_MODULES: list[str] = [
-    "theory.claims_linear",
-    "theory.claims_saxe_depth",
-    "theory.claims_lillicrap",
-    "theory.claims_dfa",
-    "theory.claims_refinetti",
-    "theory.claims_hierarchical",
-    "theory.claims_synthetic",
-    "theory.claims_czarnecki",
-    "theory.claims_jaderberg",
-    "theory.claims_local",
-    "theory.claims_sign",
-    "theory.claims_convex",
+    "theory.claims.linear",
+    "theory.claims.saxe_depth",
+    "theory.claims.lillicrap",
+    "theory.claims.dfa",
+    "theory.claims.refinetti",
+    "theory.claims.hierarchical",
+    "theory.claims.synthetic",
+    "theory.claims.czarnecki",
+    "theory.claims.jaderberg",
+    "theory.claims.local",
+    "theory.claims.sign",
+    "theory.claims.convex",
 ]
 
 STATUSES = ("pass", "fail", "error")

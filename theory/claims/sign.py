@@ -34,7 +34,7 @@ from sim.network import init_network
 from sim.rules import compute_updates, draw_feedback
 from sim.rules_feedback import kolen_pollack_step
 
-from .claims import CheckResult, claim
+from . import CheckResult, claim
 
 EPS = float(np.finfo(np.float64).eps)
 

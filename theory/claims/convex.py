@@ -33,7 +33,7 @@ from theory.convex import layerwise
 from theory.convex import relu
 from theory.convex.nonconvex import gradient_descent
 
-from .claims import CheckResult, claim
+from . import CheckResult, claim
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:

@@ -28,7 +28,7 @@ from sim.data import linear_teacher
 from sim.rules import rule_updates
 from theory import closed_forms as cf
 from theory.claims import CheckResult, claim
-from theory.claims_linear import XP, _orthonormal, _rng
+from theory.claims.linear import XP, _orthonormal, _rng
 
 #: Step of the coarse run (the fine run uses half of it) and checkpoints per run.
 DEPTH_LR, DEPTH_POINTS = 0.02, 24

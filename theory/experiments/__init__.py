@@ -7,12 +7,12 @@ solvers), and :mod:`sim` never imports :mod:`theory`.
 import importlib
 
 THEORY_EXPERIMENT_MODULES = [
-    "theory.experiments_linear",
-    "theory.experiments_dfa",
-    "theory.experiments_hierarchical",
-    "theory.experiments_sample_complexity",
-    "theory.experiments_synthetic",
-    "theory.experiments_convex",
+    "theory.experiments.linear",
+    "theory.experiments.dfa",
+    "theory.experiments.hierarchical",
+    "theory.experiments.sample_complexity",
+    "theory.experiments.synthetic",
+    "theory.experiments.convex",
 ]
 
 for _module in THEORY_EXPERIMENT_MODULES:

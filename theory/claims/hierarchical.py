@@ -346,7 +346,7 @@ RATE_MAX_CRITICAL = 800  # grammars whose n* is larger are skipped (redrawn from
 
 
 def _rate_grammar(seed: int):
-    from theory.experiments_sample_complexity import critical_sample_size
+    from theory.experiments.sample_complexity import critical_sample_size
 
     for k in range(50):
         try:

@@ -33,7 +33,7 @@ import math
 import numpy as np
 
 from theory.claims import CheckResult, claim
-from theory.claims_dfa import _descend, _rng, unfixed_feedback
+from theory.claims.dfa import _descend, _rng, unfixed_feedback
 
 #: The degenerate tasks: hidden width above the output width and fewer samples than inputs.
 DEGENERATE = {"inputs": (8, 13), "hidden": (12, 19), "outputs": (2, 4)}
