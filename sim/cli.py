@@ -221,27 +221,34 @@ def cmd_verify(args) -> int:
     return 0 if n_pass == len(outcomes) else 1
 
 
-def cmd_bench(args) -> int:
-    from . import interrupt, rundir
-    from .bench import format_bench, run_bench
-
-    json_path = rundir.check_output_file(args.json, "--json") if args.json else None
-    if args.sweep:  # the sweep engine's figures (sim.sweep.bench), a separate path
+def _bench_runner(args):
+    """``(run, format)`` of the bench ``args`` ask for: the engine's, the sweep engine's or the convex solvers'."""
+    if args.sweep:  # sim.sweep.bench, a separate path
         from .sweep.bench import format_sweep_bench, run_sweep_bench
 
-        run_bench, format_bench = (lambda **kw: run_sweep_bench(quick=kw["quick"])), format_sweep_bench
-    if getattr(args, "convex", False):  # the convex solvers' figures (theory.convex.bench): the shell sees both
-        from sim.backend import get_namespace
+        return (lambda: run_sweep_bench(quick=args.quick)), format_sweep_bench
+    if getattr(args, "convex", False):  # theory.convex.bench: the shell sees both packages
         from theory.convex.bench import format_convex_bench, run_convex_bench
 
-        run_bench = lambda **kw: run_convex_bench(quick=kw["quick"], xp=get_namespace(kw["backend"]))  # noqa: E731
-        format_bench = format_convex_bench
+        from .backend import get_namespace
+
+        return (lambda: run_convex_bench(quick=args.quick, xp=get_namespace(args.backend))), format_convex_bench
+    from .bench import format_bench, run_bench
+
+    return (lambda: run_bench(quick=args.quick, backend=args.backend, dtype=args.dtype)), format_bench
+
+
+def cmd_bench(args) -> int:
+    from . import interrupt, rundir
+
+    json_path = rundir.check_output_file(args.json, "--json") if args.json else None
+    run, format_results = _bench_runner(args)
     try:
-        results = run_bench(quick=args.quick, backend=args.backend, dtype=args.dtype)
+        results = run()
     except interrupt.RunInterrupted as stop:
         print(f"bbp bench: interrupted by {stop.signal_name}; no figures written", file=sys.stderr)
         return stop.exit_status
-    print(format_bench(results))
+    print(format_results(results))
     if json_path is not None:
         rundir.write_json(json_path, results)
     return 0

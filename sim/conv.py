@@ -231,7 +231,7 @@ def conv_updates(rule: str, net: ConvNet, x, y, *, loss: str = "ce", feedback=No
         raise ValueError(f"rule {rule!r} needs feedback (see sim.conv.draw_conv_feedback)")
     xp = namespace(x, *net.weights)
     y_hat, inputs, outputs, shapes = forward(net, x)
-    n_members, batch = y_hat.shape[0], y_hat.shape[1]
+    batch = y_hat.shape[1]
     losses, error = loss_and_error(y_hat, y, loss)
     n_layers = len(net.weights)
     deltas = [None] * n_layers

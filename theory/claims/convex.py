@@ -24,7 +24,7 @@ block that passes up only half of its features).
 
 from __future__ import annotations
 
-import contextlib
+from unittest.mock import patch
 
 import numpy as np
 
@@ -39,15 +39,6 @@ from . import CheckResult, claim
 def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(15, *key)))
 
-
-@contextlib.contextmanager
-def _patched(obj, name: str, value):
-    saved = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, saved)
 
 
 def instance(rng, n_range=(6, 10)):
@@ -79,7 +70,7 @@ def _wrong_recovery(V, W, *, threshold=1e-7):
        conditions="n = 6..9 points, two Gaussian features plus a bias column, Gaussian targets, beta in "
                   "[0.05, 0.5]; exact enumeration; cvxpy + Clarabel (tolerance 1e-6 relative).",
        instances=6, quick_instances=2, hypothesis_examples=2,
-       sabotage=lambda: _patched(relu, "_RECOVER", _wrong_recovery))
+       sabotage=lambda: patch.object(relu, "_RECOVER", _wrong_recovery))
 def _check_global_optimum(seed: int, n_instances: int) -> CheckResult:
     worst, gd_gaps, widths = 0.0, [], []
     for i in range(n_instances):
@@ -113,7 +104,7 @@ def _one_sided_dual(cp, x, signs, corr, beta):
        conditions="Random instances as for convex.global-optimum; exact or 8 sampled arrangements; Clarabel "
                   "(tolerance 1e-6 relative).",
        instances=8, quick_instances=3, hypothesis_examples=2,
-       sabotage=lambda: _patched(relu, "_dual_constraints", _one_sided_dual))
+       sabotage=lambda: patch.object(relu, "_dual_constraints", _one_sided_dual))
 def _check_strong_duality(seed: int, n_instances: int) -> CheckResult:
     worst, gaps = 0.0, []
     for i in range(n_instances):
@@ -142,7 +133,7 @@ def _one_sign_combination(sign_sets):
                  "gates realise is one of them.",
        conditions="Gaussian X with d = 1..4 and n = 1..12 (general position with probability one).",
        instances=20, quick_instances=8, hypothesis_examples=5,
-       sabotage=lambda: _patched(arr, "_SIGN_COMBINATIONS", _one_sign_combination))
+       sabotage=lambda: patch.object(arr, "_SIGN_COMBINATIONS", _one_sign_combination))
 def _check_arrangement_count(seed: int, n_instances: int) -> CheckResult:
     worst, rows = 0.0, []
     for i in range(n_instances):
@@ -176,7 +167,7 @@ def _split_ignoring_cones(x, mask, gates, u, signed_u, signed_g):
                   "[0.05, 2]; every other instance a planted two-neuron network (output weights +1, -1, noise "
                   "0.01) gated by its own two neurons, beta in [0.001, 0.05]; Clarabel (tolerance 1e-6 relative).",
        instances=8, quick_instances=3, hypothesis_examples=2,
-       sabotage=lambda: _patched(relu, "_DECOMPOSE", _split_ignoring_cones))
+       sabotage=lambda: patch.object(relu, "_DECOMPOSE", _split_ignoring_cones))
 def _check_gated(seed: int, n_instances: int) -> CheckResult:
     worst, exact_seen, ratios = 0.0, 0, []
     for i in range(n_instances):
@@ -223,7 +214,7 @@ def _drop_strongest_neurons(block, H):
                   "(2 in the quick check), 16 sampled arrangements per block (the all-ones pattern included); "
                   "Clarabel (tolerance 1e-6).",
        instances=6, quick_instances=2, hypothesis_examples=2,
-       sabotage=lambda: _patched(layerwise, "_FEATURES", _drop_strongest_neurons))
+       sabotage=lambda: patch.object(layerwise, "_FEATURES", _drop_strongest_neurons))
 def _check_greedy_bound(seed: int, n_instances: int) -> CheckResult:
     worst, risks = -np.inf, []
     for i in range(n_instances):

@@ -31,6 +31,7 @@ import contextlib
 import math
 import zlib
 from dataclasses import replace
+from unittest.mock import patch
 
 import numpy as np
 
@@ -720,7 +721,7 @@ def wrong_conserved_quantities():
             out[name] = (2 * w * w.T - q).applyfunc(sp.expand)
         return out
 
-    return _patched_attribute(symbolic, "conserved_quantities", wrong)
+    return patch.object(symbolic, "conserved_quantities", wrong)
 
 
 def negated_vector_field():
@@ -730,17 +731,8 @@ def negated_vector_field():
     def wrong(rule, sizes):
         return symbolic.negated(original(rule, sizes))
 
-    return _patched_attribute(symbolic, "linear_flow", wrong)
+    return patch.object(symbolic, "linear_flow", wrong)
 
-
-@contextlib.contextmanager
-def _patched_attribute(module, name, value):
-    saved = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, saved)
 
 
 _SYMBOLIC_CACHE: dict = {}

@@ -27,6 +27,7 @@ import contextlib
 import math
 import sys
 from dataclasses import replace
+from unittest.mock import patch
 
 import numpy as np
 
@@ -39,15 +40,6 @@ from . import CheckResult, claim
 def _rng(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=tuple(key)))
 
-
-@contextlib.contextmanager
-def _patched(obj, name: str, value):
-    saved = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, saved)
 
 
 # --- gradient isolation ---------------------------------------------------------------------------------
@@ -154,7 +146,7 @@ def gaussian_mutual_information(rho: float, dim: int) -> float:
        conditions="x = rho c + sqrt(1 - rho^2) eps in d = 1..2 dimensions, rho in [0.5, 0.9] (I <= 1.7 nats); "
                   "expectations by Monte Carlo over 8192 pairs per N, tolerances 4 standard errors.",
        instances=10, quick_instances=3, hypothesis_examples=3,
-       sabotage=lambda: _patched(local, "info_nce_from_scores", _info_nce_without_positive))
+       sabotage=lambda: patch.object(local, "info_nce_from_scores", _info_nce_without_positive))
 def _check_cpc_bound(seed: int, n_instances: int) -> CheckResult:
     worst = -math.inf
     curves = []
@@ -202,7 +194,7 @@ def _info_nce_without_positive(scores):
        conditions="N in 1..32 pairs, dimension 1..16, temperature in [0.05, 2], scale c in [1e-3, 1e3], "
                   "ensembles of 1..3 members; tolerance 64 eps log(2N).",
        instances=40, quick_instances=15, hypothesis_examples=10,
-       sabotage=lambda: _patched(local, "nt_xent", _nt_xent_dot_product))
+       sabotage=lambda: patch.object(local, "nt_xent", _nt_xent_dot_product))
 def _check_ntxent(seed: int, n_instances: int) -> CheckResult:
     worst = 0.0
     tol = 64 * np.finfo(float).eps * math.log(64)
@@ -327,7 +319,7 @@ def _plot_dgl(result: CheckResult, ax):
                   "max(ratio of the running minimum at T to its value at T/8 - 1/2 for both holding schedules, "
                   "1/2 - mean over the last T/8 steps / floor for the failing one); tolerance 0",
        instances=6, quick_instances=2, hypothesis_examples=2, plot=_plot_dgl,
-       sabotage=lambda: _patched(sys.modules[__name__], "robbins_monro_steps", lambda n: np.full(n, ETA0)))
+       sabotage=lambda: patch.object(sys.modules[__name__], "robbins_monro_steps", lambda n: np.full(n, ETA0)))
 def _check_dgl_moving_input(seed: int, n_instances: int) -> CheckResult:
     rng = _rng(seed, 4)
     steps, replicas = 4000, 32
@@ -402,7 +394,7 @@ def _regret_linear(g, x, radius):
        conditions="T = 2048 rounds, tau in {0, 3, 15, 63}; random linear and quadratic losses in d = 1..6 "
                   "dimensions; sign-blocked linear losses averaged over 256 sequences.",
        instances=8, quick_instances=3, hypothesis_examples=3,
-       sabotage=lambda: _patched(sys.modules[__name__], "delayed_regret_bound",
+       sabotage=lambda: patch.object(sys.modules[__name__], "delayed_regret_bound",
                                  lambda radius, lipschitz, horizon, delay: radius * lipschitz * math.sqrt(horizon)))
 def _check_delayed_ogd(seed: int, n_instances: int) -> CheckResult:
     horizon = 2048
@@ -531,5 +523,5 @@ class _LeakyBuffer(local.ReplayBuffer):
 
 @contextlib.contextmanager
 def _leaky_buffer():
-    with _patched(local, "ReplayBuffer", _LeakyBuffer), _patched(parallel, "ReplayBuffer", _LeakyBuffer):
+    with patch.object(local, "ReplayBuffer", _LeakyBuffer), patch.object(parallel, "ReplayBuffer", _LeakyBuffer):
         yield

@@ -404,7 +404,7 @@ def relu_dual(X, y, beta: float, mask, *, gated: bool = False) -> tuple[float, n
     import cvxpy as cp
 
     x, t, beta = _check_problem(X, y, beta)
-    d, p = x.shape[1], mask.shape[1]
+    p = mask.shape[1]
     lam = cp.Variable(x.shape[0])
     objective = 0.5 * float(t @ t) - 0.5 * cp.sum_squares(lam - t)
     signs = 2 * mask - 1
