@@ -8,6 +8,9 @@ learning rate):
 the same as :math:`v_l \leftarrow \mu v_l + \Delta W_l,\ W_l \leftarrow W_l - \eta\, v_l`
 for a constant :math:`\eta` (the learning rate multiplies the update inside
 :func:`sim.rules.rule_updates`, which saves a pass over every weight array).
+``train(..., optimizer="adam")`` steps by Adam instead (:mod:`sim.optim`,
+:func:`adam_train_step`, chosen once by the :class:`Stepper`; the SGD step is
+untouched).
 
 Every ``record_every`` steps the observers measure, per member, on the
 observation set (the training set, or ``observe_on``):
@@ -84,6 +87,7 @@ from .divergence import (  # noqa: F401 - Divergence and the helpers are part of
     mask_diverged,
 )
 from .rules import Updates, get_rule, rule_updates, step_flops, validate_inputs
+from .optim import OPTIMIZERS, adam_moments, adam_steps, check_adam
 from .rules_feedback import draw_magnitudes, kolen_pollack_step
 
 
@@ -223,6 +227,7 @@ class TrainState:
     reason: object = None
     limit: object = None
     limit_set: bool = False  # every member's limit is set (an optimisation: then the step skips setting it)
+    moments: list | None = None  # Adam's first moments then second moments, one per parameter (None: SGD)
 
     def __post_init__(self):
         if self.reason is None or self.limit is None:
@@ -234,23 +239,25 @@ class TrainState:
                 self.limit = xp.full((n_members,), math.nan, dtype=self.weights[0].dtype)
 
     @classmethod
-    def start(cls, weights, biases=None, *, momentum: float = 0.0, modules=None) -> TrainState:
-        """The state at the first step: every member alive, zero momentum buffers when ``momentum``."""
+    def start(cls, weights, biases=None, *, momentum: float = 0.0, modules=None, adam: bool = False) -> TrainState:
+        """The state at the first step: every member alive, zero momentum buffers when ``momentum``
+        (zero Adam moments when ``adam``)."""
         xp = namespace(*weights)
         n_members = weights[0].shape[0]
         velocity = [xp.zeros_like(p) for p in [*weights, *(biases or [])]] if momentum else None
+        moments = [xp.zeros_like(p) for _ in range(2) for p in [*weights, *(biases or [])]] if adam else None
         return cls(list(weights), biases, velocity, xp.ones((n_members,), dtype=xp.bool),
-                   xp.full((n_members,), -1, dtype=xp.int64), modules)
+                   xp.full((n_members,), -1, dtype=xp.int64), modules, moments=moments)
 
     def members(self, part: slice) -> TrainState:
         """The members ``part`` (views on numpy; the modules are not split)."""
         return TrainState(_part(self.weights, part), _part(self.biases, part), _part(self.velocity, part),
                           self.alive[part], self.first_bad[part], self.modules, self.reason[part], self.limit[part],
-                          self.limit_set)
+                          self.limit_set, _part(self.moments, part))
 
     def arrays(self) -> list:
         return [*self.weights, *(self.biases or []), *(self.velocity or []), self.alive, self.first_bad,
-                self.reason, self.limit]
+                self.reason, self.limit, *(self.moments or [])]
 
     def check_weights(self, step: int) -> TrainState:
         """Freeze the members alive whose weights (or biases) are not all finite, as diverged at ``step``."""
@@ -319,6 +326,53 @@ def train_step(state: TrainState, x, y, *, step: int, rule, activation: str, los
     params = sgd_step(state.weights + (state.biases or []), moves, alive)
     biases = None if state.biases is None else params[n_weights:]
     return TrainState(params[:n_weights], biases, velocity, alive, first_bad, modules, reason, limit, True), upd
+
+
+
+def adam_train_step(state: TrainState, x, y, *, step: int, rule, activation: str, loss: str, lr,
+                    betas: tuple = (0.9, 0.999), eps: float = 1e-8, feedback=None,
+                    divergence_factor: float = DIVERGENCE_FACTOR,
+                    weight_decay: float = 0.0) -> tuple[TrainState, Updates]:
+    """One Adam step of every member (:mod:`sim.optim`): the loop body of ``train(..., optimizer="adam")``.
+
+    As :func:`train_step` (the divergence check and bookkeeping, the module
+    update), but the rule's unscaled updates ``dW`` feed Adam's moments
+    (``state.moments``), bias-corrected with ``t = step + 1``, and the step
+    is ``lr * m_hat / (sqrt(v_hat) + eps)``; ``weight_decay`` ``lambda`` is
+    decoupled: ``lr * lambda * W`` more for every weight. The returned
+    :class:`sim.rules.Updates` carry the Adam steps of the weights (without
+    the decay) as ``weights``, which is what Kolen-Pollack's feedback follows.
+    """
+    rule = get_rule(rule)
+    xp = namespace(*state.weights)
+    upd = rule_updates(rule, state.weights, x, y, activation=activation, loss=loss, feedback=feedback,
+                       biases=state.biases, validate=False, modules=state.modules)
+    limit = state.limit
+    if not state.limit_set:
+        limit = xp.where(xp.isnan(limit), xp.where(upd.loss > 0, divergence_factor * upd.loss, math.inf), limit)
+    bad = state.alive & ~(upd.loss < limit)
+    alive, first_bad, reason = state.alive, state.first_bad, state.reason
+    if not is_numpy_namespace(xp) or bool(xp.any(bad)):
+        first_bad = xp.where(bad, xp.asarray(step, dtype=xp.int64), first_bad)
+        reason = xp.where(bad, xp.where(xp.isfinite(upd.loss), xp.asarray(LOSS_EXCEEDED, dtype=xp.int8),
+                                        xp.asarray(LOSS_NON_FINITE, dtype=xp.int8)), reason)
+        alive = alive & ~bad
+    grads = upd.weights + (upd.biases or [])
+    n_params, n_weights = len(grads), len(state.weights)
+    first, second = adam_moments(state.moments[:n_params], state.moments[n_params:], grads, *betas)
+    moves = adam_steps(first, second, step + 1, lr, *betas, eps)
+    upd = replace(upd, weights=moves[:n_weights], biases=moves[n_weights:] if state.biases is not None else None)
+    if weight_decay:
+        decay = xp.reshape(lr * weight_decay, (state.weights[0].shape[0], 1, 1))
+        moves = [s + decay * w for s, w in zip(moves[:n_weights], state.weights)] + moves[n_weights:]
+    modules = state.modules
+    if modules is not None and rule.update_modules is not None:
+        modules = rule.update_modules(modules, upd, weights=state.weights, targets=y, activation=activation,
+                                      step=step, alive=alive)
+    params = sgd_step(state.weights + (state.biases or []), moves, alive)
+    biases = None if state.biases is None else params[n_weights:]
+    return TrainState(params[:n_weights], biases, None, alive, first_bad, modules, reason, limit, True,
+                      first + second), upd
 
 
 def member_threads(xp, rule, sizes, n_members: int, batch: int) -> int:
@@ -416,13 +470,23 @@ class Stepper:
 
     def __init__(self, state: TrainState, *, rule, activation: str, loss: str, lr, momentum: float = 0.0,
                  feedback=None, threads: int = 1, divergence_factor: float = DIVERGENCE_FACTOR,
-                 weight_decay: float = 0.0, feedback_seed: int = 0):
+                 weight_decay: float = 0.0, feedback_seed: int = 0, optimizer: str = "sgd",
+                 betas: tuple = (0.9, 0.999), eps: float = 1e-8):
         self.state = state
         self.feedback = feedback
         self.lr = lr
         self.weight_decay = weight_decay
         self.settings = dict(rule=get_rule(rule), activation=activation, loss=loss, momentum=momentum,
                              divergence_factor=divergence_factor, weight_decay=weight_decay)
+        self._step = train_step  # chosen once: the default path is train_step as it is
+        if optimizer == "adam":
+            if state.moments is None:
+                raise ValueError("optimizer='adam' needs a state with Adam moments (TrainState.start(..., adam=True))")
+            self._step = adam_train_step
+            del self.settings["momentum"]
+            self.settings.update(betas=tuple(betas), eps=eps)
+        elif optimizer != "sgd":
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         self.members = MemberThreads(state.weights[0].shape[0], threads)
         rule = self.settings["rule"]
         self._rngs = None
@@ -453,7 +517,7 @@ class Stepper:
             xp = namespace(*self.state.weights)
             self.feedback = draw_magnitudes(self._rngs, self._sizes, xp, str(self.state.weights[0].dtype).split(".")[-1])
         if self.threads == 1:
-            self.state, upd = train_step(self.state, x, y, step=step, lr=self.lr, feedback=self.feedback,
+            self.state, upd = self._step(self.state, x, y, step=step, lr=self.lr, feedback=self.feedback,
                                          **self.settings)
             if rule.learns_feedback:
                 decay = self.lr * self.weight_decay if self.weight_decay else None
@@ -464,7 +528,7 @@ class Stepper:
 
     def _step_part(self, part: slice, x, y, step: int) -> None:
         views = self.state.members(part)
-        new, _ = train_step(views, x, y, step=step, lr=self.lr[part], feedback=feedback_part(self.feedback, part),
+        new, _ = self._step(views, x, y, step=step, lr=self.lr[part], feedback=feedback_part(self.feedback, part),
                             **self.settings)
         for view, value in zip(views.arrays(), new.arrays()):
             if value is not view:
@@ -488,8 +552,9 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
           record_every: int | None = None, observe_on: Dataset | None = None, probe: str | None = None,
           progress: bool | None = None, dtype: str | None = None, modules=None,
           module_settings: dict | None = None, threads: int | None = None,
-          divergence_factor: float = DIVERGENCE_FACTOR, weight_decay: float = 0.0) -> TrainResult:
-    """Train every member of ``network`` on ``data`` with ``rule`` by SGD.
+          divergence_factor: float = DIVERGENCE_FACTOR, weight_decay: float = 0.0, optimizer: str = "sgd",
+          betas: tuple = (0.9, 0.999), eps: float = 1e-8) -> TrainResult:
+    """Train every member of ``network`` on ``data`` with ``rule`` by SGD (or Adam).
 
     Parameters
     ----------
@@ -544,7 +609,17 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         non-finite checks. Default :data:`DIVERGENCE_FACTOR` (``1e3``).
     weight_decay : float
         ``lambda >= 0``: every weight step is ``lr * (dW + lambda * W)``
-        (and Kolen-Pollack's feedback decays alike). Default 0.
+        (and Kolen-Pollack's feedback decays alike). Default 0. With Adam
+        the decay is decoupled (AdamW): ``lr * lambda * W`` besides the Adam step.
+    optimizer : {"sgd", "adam"}
+        ``"sgd"`` (default): SGD with ``momentum``. ``"adam"``: Adam (Kingma &
+        Ba 2015, bias-corrected; :mod:`sim.optim`) on the rule's updates
+        ``dW``, member ``m`` with its own ``lr[m]``; ``momentum`` must be 0.
+        Kolen-Pollack's feedback then moves by the transpose of the Adam step.
+    betas : (float, float)
+        Adam's decay rates of the first and second moments, each in ``[0, 1)``.
+    eps : float
+        Adam's ``epsilon`` (positive), added to ``sqrt(v_hat)``.
 
     Rules whose feedback changes (``brsf``: redrawn before every step from
     ``seed``; ``kp``: learned) return the last feedback in
@@ -566,6 +641,11 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
         raise ValueError(f"weight_decay must be a non-negative finite number, got {weight_decay!r}")
     if threads is not None and not _whole_number(threads, 1):
         raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    betas = check_adam(betas, eps)[:2]
+    if optimizer == "adam" and momentum:
+        raise ValueError(f"momentum applies to optimizer='sgd'; Adam's momentum is betas[0] (got momentum={momentum!r})")
     record_every = max(1, steps // 100) if record_every is None else record_every
     if not _whole_number(record_every, 1):
         raise ValueError(f"record_every must be a positive integer, got {record_every!r}")
@@ -594,14 +674,15 @@ def train(network: Network, data: Dataset, *, rule: str, steps: int, lr, momentu
     # private copies (updated in place on numpy), in the layout the step reads fastest
     weights = [column_major(w) for w in network.weights]
     biases = None if network.biases is None else [xp.asarray(b, copy=True) for b in network.biases]
-    state = TrainState.start(weights, biases, momentum=momentum, modules=modules)
+    state = TrainState.start(weights, biases, momentum=momentum, modules=modules, adam=optimizer == "adam")
 
     def split(n_samples):  # threads for a step's work on n_samples samples
         return member_threads(xp, rule, network.sizes, n_members, n_samples) if threads is None else threads
 
     stepper = Stepper(state, rule=rule, activation=network.activation, loss=loss, lr=to_device(lrs, xp, dtype),
                       momentum=momentum, feedback=feedback, divergence_factor=divergence_factor,
-                      weight_decay=float(weight_decay), feedback_seed=seed, threads=split(data.n_samples if batch_size is None else min(batch_size, data.n_samples)))
+                      weight_decay=float(weight_decay), feedback_seed=seed, optimizer=optimizer, betas=betas,
+                      eps=float(eps), threads=split(data.n_samples if batch_size is None else min(batch_size, data.n_samples)))
     observers = MemberThreads(n_members, split(obs.n_samples))  # the records split members too
     records, recorded_steps = [], []
     batches = _batches(data.n_samples, batch_size, seed)

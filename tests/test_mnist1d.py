@@ -103,3 +103,27 @@ def test_experiment_cnn_part():
     with pytest.raises(ValueError, match=r"setting cnn_lrs=\[\]: needs one step size per CNN rule"):
         run_experiment("mnist1d-rules", context=Context(quick=True, n_seeds=1, progress=False),
                        overrides={"cnn_rules": ["bp"]})
+
+
+def test_experiment_with_adam():
+    _, result = run_experiment("mnist1d-rules", context=Context(quick=True, n_seeds=2, progress=False),
+                               overrides={"rules": ["bp", "kp"], "optimizer": "adam", "adam_lr": 3e-3, "steps": 150,
+                                          "record_every": 50, "n_train": 1000, "n_test": 500})
+    assert result.metrics["bp"]["test_accuracy"]["mean"] > 0.25  # chance is 0.1; lrs (10 of them) are unused
+    assert result.metrics["logistic"]["test_accuracy"]["mean"] > 0.2
+    assert "trained by Adam (step 0.003)" in result.summary
+    with pytest.raises(ValueError, match="optimizer"):
+        run_experiment("mnist1d-rules", context=Context(quick=True, n_seeds=1, progress=False),
+                       overrides={"optimizer": "rmsprop"})
+
+
+def test_experiment_with_dgl():
+    _, result = run_experiment("mnist1d-rules", context=Context(quick=True, n_seeds=2, progress=False),
+                               overrides={"rules": ["dgl"], "lrs": [0.1], "steps": 100, "record_every": 50,
+                                          "n_train": 1000, "n_test": 500})
+    acc = result.metrics["dgl"]["test_accuracy"]
+    assert acc["mean"] > 0.15 and len(acc["members"]) == 2  # chance is 0.1
+    assert list(result.arrays["dgl_steps"]) == [50, 100] and result.arrays["dgl_test_accuracy"].shape == (2, 2)
+    with pytest.raises(ValueError, match="rule dgl trains by SGD only"):
+        run_experiment("mnist1d-rules", context=Context(quick=True, n_seeds=1, progress=False),
+                       overrides={"rules": ["dgl"], "lrs": [0.1], "optimizer": "adam"})

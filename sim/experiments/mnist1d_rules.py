@@ -12,22 +12,27 @@ from ..nn import accuracy, predict
 from ..plots import ACCURACY_RANGE, ANGLE_RANGE, legend_outside, mean_and_spread, new_figure, note_bands
 from ..rules import draw_feedback, get_rule
 from ..settings import boolean, choice, integer, list_of, real, setting_error
-from ..train import train
+from ..local import make_block_network, to_network
+from ..parallel import BatchPlan, train_blocks
+from ..train import TrainResult, train
 from . import Context, ExperimentResult, every_member_diverged, experiment, report_all_diverged, summary_stats
 
 #: The rules compared, and the step size each trains with (SGD without momentum, tanh; chosen on the
 #: canonical split at 3,000 steps: ``drtp`` diverges above 0.03, ``usf``'s unit magnitudes need a smaller step).
 RULE_NAMES = ("bp", "fa", "dfa", "usf", "frsf", "brsf", "kp", "drtp", "sg", "cdni")
 RULE_LRS = (0.3, 0.1, 0.1, 0.03, 0.3, 0.3, 0.3, 0.03, 0.1, 0.1)
+#: Rules one may add (not in the defaults): ``dgl`` (decoupled greedy learning, Belilovsky et al. 2020) through
+#: the block runtime (:func:`sim.parallel.train_blocks`): one block per layer, linear heads, no biases, SGD.
+EXTRA_RULES = ("dgl",)
 LOGISTIC = "logistic regression (BP, no hidden layer)"
-COLORS = {name: f"C{i}" for i, name in enumerate(RULE_NAMES)}
-MARKERS = dict(zip(RULE_NAMES, "os^vDPX*h<"))  # rules whose curves coincide stay visible
+COLORS = {name: f"C{i}" for i, name in enumerate(RULE_NAMES)} | {"dgl": "k"}
+MARKERS = dict(zip(RULE_NAMES, "os^vDPX*h<")) | {"dgl": "d"}  # rules whose curves coincide stay visible
 
 POSITIVE_INT, POSITIVE = integer(1), real(0, lo_open=True)
 
 
 def _check_lrs(settings: dict) -> None:
-    if len(settings["lrs"]) != len(settings["rules"]):
+    if settings["optimizer"] == "sgd" and len(settings["lrs"]) != len(settings["rules"]):
         raise setting_error("lrs", settings["lrs"], f"needs one step size per rule ({len(settings['rules'])} rules: "
                                                     f"{', '.join(settings['rules'])}), got {len(settings['lrs'])}",
                             "a list as long as rules")
@@ -35,13 +40,35 @@ def _check_lrs(settings: dict) -> None:
         raise setting_error("cnn_lrs", settings["cnn_lrs"], f"needs one step size per CNN rule "
                                                             f"({len(settings['cnn_rules'])}), got "
                                                             f"{len(settings['cnn_lrs'])}", "a list as long as cnn_rules")
+    if settings["optimizer"] != "sgd" and "dgl" in settings["rules"]:
+        raise setting_error("optimizer", settings["optimizer"], "rule dgl trains by SGD only "
+                                                                "(sim.parallel.train_blocks)", "sgd, or rules without dgl")
     if (settings["n_train"] + settings["n_test"]) % 10:
         raise setting_error("n_train", settings["n_train"], f"n_train + n_test must be a multiple of 10, got "
                                                             f"{settings['n_train']} + {settings['n_test']}")
 
 
+def train_dgl(lr: float, data, test, settings: dict, ctx: Context) -> TrainResult:
+    """DGL on the same layer sizes (one block per layer, linear heads, no biases; :mod:`sim.local`), by SGD with
+    step ``lr``; test accuracy every ``record_every`` batches, as a :class:`sim.train.TrainResult`."""
+    sizes = [data.n_inputs, *settings["hidden"], data.n_outputs]
+    net = make_block_network(sizes, ctx.n_seeds, seed=ctx.seed, activation=settings["activation"], head="linear",
+                             xp=ctx.xp, dtype=ctx.dtype)
+    res = train_blocks(net, BatchPlan(data, settings["batch_size"], settings["steps"], seed=ctx.seed), rule="dgl",
+                       lr=lr, snapshot_every=settings["record_every"])
+    x_test, y_test = to_device(test.x, ctx.xp, ctx.dtype), to_device(test.y, ctx.xp, ctx.dtype)
+    count = res.n_snapshots()
+    steps = np.array([max(s[i].batches for s in res.snapshots) for i in range(count)])
+    acc = np.array([res.accuracy(x_test, y_test, snapshot=i) for i in range(count)])
+    if count == 0 or steps[-1] != settings["steps"]:
+        steps, acc = np.append(steps, settings["steps"]), np.concatenate([acc, res.accuracy(x_test, y_test)[None]])
+    return TrainResult(to_network(res.network), steps, {"accuracy": acc}, list(res.diverged))
+
+
 def train_rule(name: str, lr: float, data, test, settings: dict, ctx: Context, *, sizes=None):
     """Train ``ctx.n_seeds`` MLPs on ``data`` with rule ``name``; the recorded metrics are measured on ``test``."""
+    if name == "dgl":
+        return train_dgl(lr, data, test, settings, ctx)
     sizes = sizes or [data.n_inputs, *settings["hidden"], data.n_outputs]
     net = init_network(sizes, ctx.n_seeds, seed=ctx.seed, activation=settings["activation"], bias=True,
                        xp=ctx.xp, dtype=ctx.dtype)
@@ -51,6 +78,9 @@ def train_rule(name: str, lr: float, data, test, settings: dict, ctx: Context, *
         extra["module_settings"] = dict(kind="linear", target="true", lr=settings["sg_lr"], every=1)
     if get_rule(name).learns_feedback:
         extra["weight_decay"] = settings["kp_weight_decay"]
+    # Adam: one step size for every rule and the logistic regression (real-rules has no such setting: SGD)
+    if settings.get("optimizer", "sgd") == "adam":
+        extra["optimizer"], lr = "adam", settings["adam_lr"]
     return train(net, data, rule=name, steps=settings["steps"], lr=lr, batch_size=settings["batch_size"],
                  feedback=feedback, seed=ctx.seed, record_every=settings["record_every"], observe_on=test,
                  progress=ctx.progress, **extra)
@@ -64,17 +94,21 @@ def train_rule(name: str, lr: float, data, test, settings: dict, ctx: Context, *
                 "mnist1d package's generator, offline), by SGD from the same inits, one ensemble of seeds per rule; "
                 "test accuracy over time and at the end (mean ± std), beside the published baselines, and the "
                 "angle of each hidden layer's teaching signal to BP's on the test set. A logistic regression (BP, "
-                "no hidden layer) checks the task against the published 32%.",
+                "no hidden layer) checks the task against the published 32%. optimizer=adam trains the MLPs and the "
+                "logistic regression by Adam with step adam_lr instead (lrs and logistic_lr unused); rules may add dgl "
+                "(decoupled greedy learning, sim.local, no biases, SGD).",
     defaults={"n_train": 4000, "n_test": 1000, "data_seed": 42, "standardize": True, "hidden": [100, 100],
               "activation": "tanh", "steps": 6000, "batch_size": 100, "record_every": 200,
               "rules": list(RULE_NAMES), "lrs": list(RULE_LRS), "sg_lr": 0.01, "kp_weight_decay": 1e-3,
-              "logistic_lr": 0.3, "cnn_rules": [], "cnn_lrs": [], "cnn_steps": 6000},
+              "logistic_lr": 0.3, "optimizer": "sgd", "adam_lr": 1e-3, "cnn_rules": [], "cnn_lrs": [],
+              "cnn_steps": 6000},
     schema={"n_train": POSITIVE_INT, "n_test": POSITIVE_INT, "data_seed": integer(0), "standardize": boolean(),
             "hidden": list_of(POSITIVE_INT, max_len=8), "activation": choice("tanh", "relu", "linear"),
             "steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "record_every": POSITIVE_INT,
-            "rules": list_of(choice(*RULE_NAMES), max_len=len(RULE_NAMES), distinct=True),
-            "lrs": list_of(POSITIVE, max_len=len(RULE_NAMES)), "sg_lr": POSITIVE, "kp_weight_decay": real(0),
-            "logistic_lr": POSITIVE,
+            "rules": list_of(choice(*RULE_NAMES, *EXTRA_RULES), max_len=len(RULE_NAMES) + len(EXTRA_RULES),
+                             distinct=True),
+            "lrs": list_of(POSITIVE, max_len=len(RULE_NAMES) + len(EXTRA_RULES)), "sg_lr": POSITIVE, "kp_weight_decay": real(0),
+            "logistic_lr": POSITIVE, "optimizer": choice("sgd", "adam"), "adam_lr": POSITIVE,
             "cnn_rules": list_of(choice(*CONV_RULES), min_len=0, max_len=len(CONV_RULES), distinct=True),
             "cnn_lrs": list_of(POSITIVE, min_len=0, max_len=len(CONV_RULES)), "cnn_steps": POSITIVE_INT},
     quick={"steps": 500, "record_every": 100},
@@ -98,6 +132,8 @@ def mnist1d_rules(settings: dict, ctx: Context) -> ExperimentResult:
         _add_cnn(result, data, test, settings, ctx)
     result.metrics["published_baselines_percent"] = dict(PUBLISHED_BASELINES)
     result.summary += "; published: " + ", ".join(f"{k} {v:.0f}%" for k, v in PUBLISHED_BASELINES.items())
+    if settings["optimizer"] == "adam":
+        result.summary += f"; MLPs and logistic regression trained by Adam (step {settings['adam_lr']:g})"
     return result
 
 
