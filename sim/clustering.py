@@ -5,7 +5,8 @@ r"""The clustering step of the layerwise algorithm: k-means, its cluster count, 
   from the paper, which clusters into the alphabet size directly);
 * :func:`estimate_n_clusters`: the number of clusters chosen from the data, without
   the true alphabet size, by the mean silhouette (Rousseeuw 1987) over a range of
-  candidate counts;
+  candidate counts, or by the gap statistic (Tibshirani, Walther & Hastie 2001,
+  :func:`gap_statistic`);
 * :func:`random_clustering`: a control that assigns every point a uniformly random
   cluster (the "broken clustering" sabotage of the claims);
 * :func:`adjusted_rand_index`: recovery of a level, invariant to renaming clusters.
@@ -29,7 +30,7 @@ vq = lazy_callable("scipy.cluster.vq", "vq")
 cdist = lazy_callable("scipy.spatial.distance", "cdist")
 
 #: How the number of clusters of a level is set: the true alphabet size (``given``) or from the data.
-CLUSTER_COUNTS = ("given", "silhouette")
+CLUSTER_COUNTS = ("given", "silhouette", "gap")
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +195,93 @@ def estimate_n_clusters(points: np.ndarray, candidates, *, seed: int = 0, restar
         clustering, _ = kmeans(points, k, seed=seed, restarts=restarts, oversample=oversample)
         scores[k] = silhouette(sub, clustering.assign(sub))
     return max(scores, key=scores.get), scores
+
+
+def within_dispersion(points: np.ndarray, labels: np.ndarray) -> float:
+    r"""The pooled within-cluster sum of squares :math:`W = \sum_r \sum_{t \in C_r} \lVert x_t - \bar x_r\rVert^2`.
+
+    This is Tibshirani et al.'s :math:`W_k = \sum_r D_r / (2 n_r)`, since the sum
+    :math:`D_r` of squared pairwise distances in cluster :math:`r` is :math:`2 n_r`
+    times its sum of squares about the mean :math:`\bar x_r`.
+    """
+    points = np.asarray(points, dtype=float)
+    labels = np.unique(np.asarray(labels), return_inverse=True)[1]
+    k = int(labels.max()) + 1 if labels.size else 0
+    counts = np.bincount(labels, minlength=k).astype(float)
+    means = np.stack([np.bincount(labels, weights=points[:, d], minlength=k) for d in range(points.shape[1])],
+                     axis=1) / np.maximum(counts, 1)[:, None]
+    return float(np.sum((points - means[labels]) ** 2))
+
+
+def reference_draws(points: np.ndarray, n_references: int, *, reference: str = "pca", seed: int = 0) -> np.ndarray:
+    r"""``n_references`` uniform reference data sets ``(B, n, dim)`` for the gap statistic.
+
+    ``reference="box"``: uniform in the bounding box of ``points`` (each feature over its
+    range). ``reference="pca"``: uniform in the box aligned with the principal axes
+    (Tibshirani et al.'s second reference): with the centred data :math:`X - \bar x =
+    U D V^\top`, draw :math:`Z'` uniform in the bounding box of :math:`X' = (X - \bar x) V`
+    and return :math:`Z' V^\top + \bar x`.
+    """
+    points = np.asarray(points, dtype=float)
+    if reference not in ("pca", "box"):
+        raise ValueError(f"reference must be 'pca' or 'box', got {reference!r}")
+    rng = shared_rng(seed, "extra")
+    centre = points.mean(axis=0)
+    if reference == "pca":
+        _, _, vt = np.linalg.svd(points - centre, full_matrices=False)
+        rotated = (points - centre) @ vt.T
+    else:
+        vt, rotated = None, points
+    lo, hi = rotated.min(axis=0), rotated.max(axis=0)
+    draws = rng.uniform(size=(int(n_references), *rotated.shape)) * (hi - lo) + lo
+    return draws @ vt + centre if vt is not None else draws
+
+
+def gap_statistic(points: np.ndarray, candidates, *, n_references: int = 10, reference: str = "pca", seed: int = 0,
+                  restarts: int = 3, max_points: int = 1500, oversample: int = 1) -> tuple[int, dict]:
+    r"""The number of clusters by the gap statistic (Tibshirani, Walther & Hastie 2001).
+
+    On a random subsample of at most ``max_points`` points, for every candidate
+    :math:`k` (in increasing order), :func:`kmeans` clusters the data and each of
+    :math:`B` = ``n_references`` uniform reference sets (:func:`reference_draws`, drawn
+    once and shared by every :math:`k`), and :func:`within_dispersion` gives
+    :math:`W_k` and :math:`W^*_{kb}`. With :math:`\ell_k = \frac1B\sum_b \log W^*_{kb}`,
+
+    .. math:: \mathrm{Gap}(k) = \ell_k - \log W_k,\qquad
+              s_k = \sqrt{1 + 1/B}\;\sqrt{\tfrac1B \textstyle\sum_b (\log W^*_{kb} - \ell_k)^2},
+
+    and the estimate is the smallest candidate :math:`k` with
+    :math:`\mathrm{Gap}(k) \ge \mathrm{Gap}(k^+) - s_{k^+}`, :math:`k^+` the next
+    candidate (the largest candidate when none qualifies). The scan stops at the
+    estimate. Returns ``(k, {"gap": {k: Gap(k)}, "s": {k: s_k}})`` for the scanned
+    candidates. Candidates may start at 1 (one cluster: :math:`W_1` is the total sum of squares).
+    """
+    candidates = sorted({int(k) for k in candidates})
+    points = np.asarray(points, dtype=float)
+    if not candidates or candidates[0] < 1 or candidates[-1] > len(points):
+        raise ValueError(f"candidates must be cluster counts from 1 to n_points = {len(points)}, got {candidates}")
+    if isinstance(n_references, bool) or int(n_references) < 1:
+        raise ValueError(f"n_references must be a positive integer, got {n_references!r}")
+    rng = shared_rng(seed, "extra")
+    sub = points if len(points) <= max_points else points[rng.choice(len(points), max_points, replace=False)]
+    refs = reference_draws(sub, n_references, reference=reference, seed=seed + 1)
+    tiny = 1e-300  # log of a zero dispersion (as many distinct points as clusters)
+    gaps, sds = {}, {}
+
+    def score(k):
+        _, labels = kmeans(sub, k, seed=seed, restarts=restarts, oversample=oversample)
+        log_w = np.log(max(within_dispersion(sub, labels), tiny))
+        log_ref = np.array([np.log(max(within_dispersion(r, kmeans(r, k, seed=seed + 1 + b, restarts=1)[1]), tiny))
+                            for b, r in enumerate(refs)])
+        gaps[k] = float(log_ref.mean() - log_w)
+        sds[k] = float(np.sqrt(1 + 1 / len(refs)) * log_ref.std())
+
+    score(candidates[0])
+    for k, k_next in zip(candidates, candidates[1:]):
+        score(k_next)
+        if gaps[k] >= gaps[k_next] - sds[k_next]:
+            return k, {"gap": gaps, "s": sds}
+    return candidates[-1], {"gap": gaps, "s": sds}
 
 
 @dataclass(frozen=True)

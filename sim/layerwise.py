@@ -49,7 +49,7 @@ Departures from the paper are options of :class:`TrainSettings`, the paper's cho
 available: ``embedding`` (``label`` is the paper's; ``hidden`` and ``input`` cluster the
 hidden layer or the raw patch), ``oversample`` (1 is the paper's plain k-means; r > 1
 oversamples and merges by Ward's linkage), ``cluster_count`` (``given``: the true
-alphabet size, as the analysis assumes; ``silhouette``: estimated from the data), and
+alphabet size, as the analysis assumes; ``silhouette`` or ``gap``: estimated from the data), and
 ``clustering="random"`` as a control (the broken clustering of the claims).
 
 The top classifier is linear by default; ``top="mlp"`` fits the two-layer network
@@ -75,6 +75,7 @@ from .clustering import (  # noqa: F401  (re-exported: the clustering step lives
     adjusted_rand_index,
     contingency_table,
     estimate_n_clusters,
+    gap_statistic,
     kmeans,
     random_clustering,
 )
@@ -116,7 +117,8 @@ class TrainSettings:
     ``clustering`` (``kmeans``, or ``random`` as a control) and ``cluster_count``
     (``given``: the alphabet sizes passed to :func:`fit_layerwise`, the paper's
     oracle; ``silhouette``: estimated per level and member from the data by
-    :func:`sim.clustering.estimate_n_clusters` over 2 .. ``max_clusters``).
+    :func:`sim.clustering.estimate_n_clusters` over 2 .. ``max_clusters``; ``gap``: by
+    the gap statistic, :func:`sim.clustering.gap_statistic`, over the same range).
     ``divergence_factor``: a member whose loss exceeds this many times its first
     loss diverges (see :func:`sim.patch.train_patch_network`).
     """
@@ -409,6 +411,9 @@ def fit_layerwise(images, labels, n_clusters: Sequence[int], *, n_classes: int, 
             if settings.cluster_count == "silhouette":
                 k_m, _ = estimate_n_clusters(points, range(2, settings.max_clusters + 1), seed=seeds[2 * j + 1] + m,
                                              restarts=1, oversample=settings.level_oversample(j))
+            elif settings.cluster_count == "gap":
+                k_m, _ = gap_statistic(points, range(2, settings.max_clusters + 1), seed=seeds[2 * j + 1] + m,
+                                       restarts=1, oversample=settings.level_oversample(j))
             if settings.clustering == "random":
                 clustering, flat = random_clustering(points, k_m, seed=seeds[2 * j + 1] + m)
             else:

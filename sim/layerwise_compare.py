@@ -47,7 +47,7 @@ class SampleSizeComparison:
     ``diverged`` lists the members that diverged (``"{method} n={n} member {m}:
     {reason} at step {step}"``); their accuracy and recovery are ``nan``.
     ``all_diverged``: every member of every fit diverged. ``cluster_counts`` ``(S, levels, E)``: the
-    clusters the layerwise algorithm used per level (estimated with ``cluster_count="silhouette"``).
+    clusters the layerwise algorithm used per level (estimated with ``cluster_count="silhouette"`` or ``"gap"``).
     """
 
     sample_sizes: np.ndarray

@@ -53,7 +53,7 @@ def one_blas_thread():
 
 def test_the_claims_of_issues_5_and_13_are_registered():
     assert set(IDS) == {"hier.exact-inversion", "hier.layerwise-recovery", "hier.twins-merge",
-                        "hier.convex-optimal", "hier.arrangement-gap", "hier.rate-sufficient"}
+                        "hier.convex-optimal", "hier.arrangement-gap", "hier.rate-sufficient", "hier.rate-band"}
 
 
 def test_rate_sufficient_fails_when_the_layerwise_algorithm_gets_shuffled_labels():
@@ -63,6 +63,23 @@ def test_rate_sufficient_fails_when_the_layerwise_algorithm_gets_shuffled_labels
     with _sabotage("shuffle_labels"):
         result = _check_rate_sufficient(5, 1)
     assert result.max_violation > 0.5  # ARI near 0 instead of >= 0.9
+
+
+def test_rate_band_fails_when_the_layerwise_algorithm_gets_shuffled_labels():
+    """The second sabotage of the layerwise algorithm itself: recovery never sets in on the ladder (up to 2 n*)."""
+    from theory.claims.hierarchical import BAND_LADDER, _check_rate_band, _sabotage
+
+    with _sabotage("shuffle_labels"):
+        result = _check_rate_band(5, 1)
+    assert result.max_violation > 0.5 and result.details["onset_over_n_star"] == [float("inf")]
+    assert len(result.details["ari_bottom"][0]) == len(BAND_LADDER)  # the whole ladder was climbed
+
+
+def test_the_onset_of_recovery_on_the_ladder():
+    from theory.claims.hierarchical import band_onset
+
+    assert band_onset([0.25, 0.5, 1, 2], [0.3, 0.95, 0.85, 0.99]) == 0.5  # the first crossing, not the last
+    assert band_onset([0.25, 0.5], [0.3, 0.5]) == float("inf")
 
 
 def test_arrangement_gap_fails_when_the_layerwise_algorithm_gets_shuffled_labels():

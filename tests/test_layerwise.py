@@ -117,6 +117,16 @@ def test_settings_and_input_validation(easy):
         fit_layerwise(train.images[None].repeat(3, 0), train.labels, (5,), n_classes=4, patch_size=2, n_members=2)
 
 
+def test_the_gap_statistic_finds_the_alphabet_size_of_an_easy_grammar(easy):
+    """``cluster_count="gap"`` (Tibshirani et al. 2001) recovers the 5 bottom symbols from either embedding."""
+    g, train, _ = easy
+    for embedding in ("label", "input"):
+        model = fit_layerwise(train.images, train.labels, (5,), n_classes=4, patch_size=2, n_members=2, seed=1,
+                              settings=TrainSettings(steps=300, lr=0.5, embedding=embedding, kmeans_restarts=3,
+                                                     cluster_count="gap", max_clusters=8))
+        assert model.cluster_counts == ((5, 5),), embedding
+
+
 def test_the_options_of_issue_13(easy):
     """The two-layer top, the estimated cluster count (reported against the truth) and the broken clustering."""
     g, train, test = easy
@@ -135,7 +145,7 @@ def test_the_options_of_issue_13(easy):
     assert level_recovery(layerwise_codes(good, test.images)[0], truth)[0] > 0.5
     assert abs(level_recovery(layerwise_codes(broken, test.images)[0], truth)[0]) < 0.05
     for bad, match in (({"top": "svm"}, "unknown top 'svm'"), ({"clustering": "dbscan"}, "unknown clustering"),
-                       ({"cluster_count": "gap"}, "unknown cluster_count 'gap'"), ({"max_clusters": 1}, "max_clusters")):
+                       ({"cluster_count": "elbow"}, "unknown cluster_count 'elbow'"), ({"max_clusters": 1}, "max_clusters")):
         with pytest.raises(ValueError, match=match):
             TrainSettings(**bad)
 
