@@ -31,4 +31,4 @@ device-wheels:
 		--implementation cp --platform manylinux2014_x86_64 -d .whl $(DEVICE_WHEELS)
 
 clean:
-	rm -rf $(VENV) $(RUN_DIR) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(RUN_DIR) sweeps .pytest_cache .hypothesis
