@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
+
 from .backend import namespace
 from .network import Network
 
@@ -94,3 +96,23 @@ def select_members(result, part: slice):
                    metrics={k: v[:, start:stop] for k, v in result.metrics.items()}, diverged=diverged,
                    feedback=None if result.feedback is None else [f[start:stop] for f in result.feedback],
                    modules=None if result.modules is None else _module_members(result.modules, slice(start, stop)))
+
+
+def train_folded(run, networks: list[Network], lrs: list, feedback, modules=None) -> list:
+    """Train the blocks ``networks`` (``S`` members each, block ``p`` with learning rate ``lrs[p]``) as one ensemble.
+
+    ``run(network, lr, feedback, modules)`` trains one ensemble and returns its
+    :class:`sim.train.TrainResult`; ``feedback`` is one block's (repeated for
+    the joint ensemble), ``modules`` the joined modules of every block (or
+    ``None``). Returns one result per block, as if trained alone. A block
+    whose every member diverged is trained again alone: alone, training stops
+    when every member has diverged, so its records are shorter than the joint run's.
+    """
+    if len(networks) == 1:
+        return [run(networks[0], lrs[0], feedback, None)]
+    n_seeds, n_blocks = networks[0].n_members, len(networks)
+    joint = run(join_networks(networks), np.repeat(np.asarray(lrs, dtype=float), n_seeds),
+                repeat_members(feedback, n_blocks), modules)
+    parts = [select_members(joint, slice(p * n_seeds, (p + 1) * n_seeds)) for p in range(n_blocks)]
+    return [run(networks[p], lrs[p], feedback, None) if len({d.member for d in res.diverged}) == n_seeds else res
+            for p, res in enumerate(parts)]

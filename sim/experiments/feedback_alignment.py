@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from ..backend import to_device, to_host
 from ..data import lillicrap_linear, teacher_classification
 from ..data.tasks import Dataset
-from ..members import join_networks, repeat_members, select_members
+from ..divergence import divergence_message
+from ..members import train_folded
 from ..network import init_network
 from ..nn import accuracy, predict
 from ..plots import ACCURACY_RANGE, ANGLE_RANGE, end_markers, mean_and_spread, new_figure, note_bands
@@ -66,7 +65,7 @@ def compare_rules_folded(sizes, data: Dataset, settings_list: list[dict], ctx: C
     member has diverged, so its records are shorter). Returns one
     ``({rule: TrainResult}, divergence messages)`` per settings.
     """
-    first, n_points, n_seeds = settings_list[0], len(settings_list), ctx.n_seeds
+    first, n_seeds = settings_list[0], ctx.n_seeds
     for settings in settings_list[1:]:
         differ = sorted(k for k in settings if settings[k] != first[k] and k not in PER_MEMBER)
         if differ:
@@ -80,22 +79,15 @@ def compare_rules_folded(sizes, data: Dataset, settings_list: list[dict], ctx: C
         feedback = draw_feedback(feedback_rule, sizes, n_seeds, seed=ctx.seed,
                                  scale=first["feedback_scale"], xp=ctx.xp, dtype=ctx.dtype)
 
-        def run(net, lr, feedback):
+        def run(net, lr, feedback, modules):
             return train(net, data, rule=name, steps=first["steps"], lr=lr, batch_size=first["batch_size"],
                          feedback=feedback, seed=ctx.seed, record_every=first["record_every"],
                          probe=feedback_rule, progress=ctx.progress)
 
-        if n_points == 1:
-            parts = [run(nets[0], first["lr"], feedback)]
-        else:
-            lrs = np.repeat([float(s["lr"]) for s in settings_list], n_seeds)
-            joint = run(join_networks(nets), lrs, repeat_members(feedback, n_points))
-            parts = [select_members(joint, slice(p * n_seeds, (p + 1) * n_seeds)) for p in range(n_points)]
-            parts = [run(nets[p], settings_list[p]["lr"], feedback)
-                     if len({d.member for d in res.diverged}) == n_seeds else res for p, res in enumerate(parts)]
+        parts = train_folded(run, nets, [s["lr"] for s in settings_list], feedback)
         for (results, diverged), res in zip(out, parts):
             results[name] = res
-            diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
+            diverged += [divergence_message(name, d) for d in res.diverged]
     return out
 
 

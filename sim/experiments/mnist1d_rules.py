@@ -6,6 +6,7 @@ import numpy as np
 
 from ..backend import to_device, to_host
 from ..conv import CONV_RULES, draw_conv_feedback, init_convnet, train_convnet
+from ..divergence import divergence_message
 from ..data.mnist1d import N_CLASSES, PUBLISHED_BASELINES, mnist1d, standardize
 from ..network import init_network
 from ..nn import accuracy, predict
@@ -122,7 +123,7 @@ def mnist1d_rules(settings: dict, ctx: Context) -> ExperimentResult:
     results, diverged = {}, []
     for name, lr in zip(settings["rules"], settings["lrs"]):
         results[name] = train_rule(name, lr, data, test, settings, ctx)
-        diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in results[name].diverged]
+        diverged += [divergence_message(name, d) for d in results[name].diverged]
     logistic = train_rule("bp", settings["logistic_lr"], data, test, settings, ctx,
                           sizes=[data.n_inputs, data.n_outputs])
     shown = {f"published {k}": v for k, v in PUBLISHED_BASELINES.items() if k in ("logistic regression", "MLP", "CNN")}

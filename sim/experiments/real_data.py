@@ -13,6 +13,7 @@ schedule, so expect its ordering of the rules rather than its exact errors.
 
 from __future__ import annotations
 
+from ..divergence import divergence_message
 from ..data.real import load
 from ..data.mnist1d import standardize
 from ..settings import boolean, choice, integer, list_of, real
@@ -59,7 +60,7 @@ def real_rules(settings: dict, ctx: Context) -> ExperimentResult:
     results, diverged = {}, []
     for name, lr in zip(settings["rules"], settings["lrs"]):
         results[name] = train_rule(name, lr, data, test, settings, ctx)
-        diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in results[name].diverged]
+        diverged += [divergence_message(name, d) for d in results[name].diverged]
     result = report_rules(ctx, settings, data, test, results, None, diverged, baselines={},
                           title=f"{settings['dataset']} ({data.n_samples} / {test.n_samples})", figure_prefix="real")
     result.metrics["dataset"] = settings["dataset"]

@@ -18,6 +18,7 @@ import numpy as np
 from ..backend import to_device, to_host
 from ..data import linear_teacher
 from ..data.tasks import Dataset, whitened_gaussian
+from ..divergence import divergence_message
 from ..network import init_network
 from ..nn import accuracy, predict
 from ..plots import (ACCURACY_RANGE, ANGLE_RANGE, end_markers, legend_outside, mean_and_spread, new_figure,
@@ -66,7 +67,7 @@ def train_rules_folded(rules, sizes, data: Dataset, settings_list: list[dict], c
     trained again alone. One ``({rule: TrainResult}, divergence messages)``
     per settings, each what :func:`train_rules` gives for it alone.
     """
-    from ..members import join_modules, join_networks, repeat_members, select_members
+    from ..members import join_modules, train_folded
     from ..rules import get_rule
 
     first, n_points, n_seeds = settings_list[0], len(settings_list), ctx.n_seeds
@@ -81,25 +82,18 @@ def train_rules_folded(rules, sizes, data: Dataset, settings_list: list[dict], c
             module_settings = dict(lr=first["sg_lr"], target=first["sg_target"], kind=first["sg_kind"],
                                    every=first["sg_every"])
 
-        def run(net, lr, feedback, modules=None):
+        def run(net, lr, feedback, modules):
             return train(net, data, rule=name, steps=first["steps"], lr=lr, batch_size=first["batch_size"],
                          feedback=feedback, seed=ctx.seed, record_every=first["record_every"],
                          observe_on=observe_on, progress=ctx.progress,
                          module_settings=module_settings if modules is None else None, modules=modules)
 
-        if n_points == 1:
-            parts = [run(nets[0], first["lr"], feedback)]
-        else:
-            modules = None if module_settings is None else join_modules(
-                [get_rule(name).init_modules(net, seed=ctx.seed, **module_settings) for net in nets])
-            lrs = np.repeat([float(s["lr"]) for s in settings_list], n_seeds)
-            joint = run(join_networks(nets), lrs, repeat_members(feedback, n_points), modules)
-            parts = [select_members(joint, slice(p * n_seeds, (p + 1) * n_seeds)) for p in range(n_points)]
-            parts = [run(nets[p], settings_list[p]["lr"], feedback)
-                     if len({d.member for d in res.diverged}) == n_seeds else res for p, res in enumerate(parts)]
+        modules = None if module_settings is None or n_points == 1 else join_modules(
+            [get_rule(name).init_modules(net, seed=ctx.seed, **module_settings) for net in nets])
+        parts = train_folded(run, nets, [s["lr"] for s in settings_list], feedback, modules)
         for (results, diverged), res in zip(out, parts):
             results[name] = res
-            diverged += [f"{name} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
+            diverged += [divergence_message(name, d) for d in res.diverged]
     return out
 
 

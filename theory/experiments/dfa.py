@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sim.divergence import divergence_message
 from sim.data import teacher_classification
 from sim.experiments import (
     Context,
@@ -67,7 +68,7 @@ def dfa_alignment(settings: dict, ctx: Context) -> ExperimentResult:
                            dtype=ctx.dtype)
         res = train(net, data, rule="dfa", steps=settings["steps"], lr=settings["lr"], batch_size=batch_size,
                     feedback=fb, seed=ctx.seed, record_every=settings["record_every"], progress=ctx.progress)
-        diverged += [f"width {width} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
+        diverged += [divergence_message(f"width {width}", d) for d in res.diverged]
         runs.append(res)
         steps, loss = res.steps, res.metric("loss")
         angles = res.metric("signal_angle")  # (T, E, depth)

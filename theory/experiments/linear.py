@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from sim.divergence import divergence_message
 from sim.backend import check_memory, to_device, to_host
 from sim.data import linear_teacher
 from sim.data.tasks import Dataset
@@ -230,7 +231,7 @@ def fa_conservation(settings: dict, ctx: Context) -> ExperimentResult:
             net = network_from_weights([to_device(w, ctx.xp, ctx.dtype) for w in init])
             res = train(net, data, rule=name, steps=steps, lr=float(lr), record_every=steps, progress=False,
                         feedback=None if fb is None else [to_device(fb, ctx.xp, ctx.dtype)])
-            diverged += [f"{name} lr={lr} member {d.member}: {d.reason} at step {d.step}" for d in res.diverged]
+            diverged += [divergence_message(f"{name} lr={lr}", d) for d in res.diverged]
             runs.append(res)
             w1, w2 = (to_host(w) for w in res.network.weights)
             change = _conserved(w1, w2, fb) - start
