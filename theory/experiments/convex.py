@@ -71,7 +71,7 @@ def convex_vs_gd(settings: dict, ctx: Context) -> ExperimentResult:
             title="best GD run above the convex optimum")
     ax0.legend(fontsize="small", title=band_note(ctx.n_seeds, clipped=False), title_fontsize="x-small")
     mean_and_spread(ax1, widths, reached, label="GD runs within 1% of p*", marker="s", clip=(0.0, 1.0))
-    ax1.set(xscale="log", xlabel="width m", ylabel="fraction of runs", title="GD runs that reach p*")
+    ax1.set(xscale="log", xlabel="width m", ylabel="fraction of runs", ylim=(-0.02, 1.02), title="GD runs that reach p*")
     ax1.legend(fontsize="small", title=band_note(ctx.n_seeds), title_fontsize="x-small")
     ax1.legend(fontsize="small")
     metrics = {"convex_optimum": optima, "m_star": m_star, "certificate_relative_gap": gaps,
