@@ -42,8 +42,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from .hierarchical import Grammar, _probability, digits_grammar, distinct_patch_tables, generate, \
-    statistics_separation
+from .grammar import Grammar, _probability, generate
+from .grammar_analysis import distinct_patch_tables, statistics_separation
+from .seven_segment import digits_grammar
 
 #: The column alphabets (stroke symbols of the digits preset, by name).
 COLUMNS = (("┌", "├", "└"), ("─", "blank", "│"), ("┐", "┤", "┘"))

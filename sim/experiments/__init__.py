@@ -193,9 +193,9 @@ def parse_value(key: str, text: str, default):
             return value
         if isinstance(default, list | tuple):
             value = json.loads(text)
-            if not isinstance(value, list):
+            if not isinstance(value, list | int | float) or isinstance(value, bool):
                 raise ValueError
-            return value
+            return value  # a number stays one: the setting's validator says whether one value is allowed
         if default is None:
             return json.loads(text)
         return text
