@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from sim.metrics import angle, dfa_weight_alignment, fa_weight_alignment, layer_angles, weight_norms
+from sim.metrics import (
+    angle,
+    dfa_weight_alignment,
+    fa_weight_alignment,
+    gauss_newton_signals,
+    layer_angles,
+    weight_norms,
+)
+from sim.nn import forward, output_error
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -134,3 +142,75 @@ def test_weight_norms(rng):
     assert got.shape == (4, 2)
     want = np.stack([[np.sqrt(np.sum(w[m] ** 2)) for w in weights] for m in range(4)])
     np.testing.assert_allclose(got, want, rtol=16 * EPS)
+
+
+# --- the Gauss-Newton reference signals (Meulemans et al. 2020) ------------------------------------
+
+def reference_gauss_newton(weights, x, y, activation):
+    """delta^GN_l = (J_l^+ e) * f'(a_l) per member and sample, by explicit Jacobians and np.linalg.pinv."""
+    derivative = {"linear": lambda a: np.ones_like(a), "tanh": lambda a: 1 - np.tanh(a) ** 2,
+                  "relu": lambda a: (a > 0).astype(float)}[activation]
+    act = {"linear": lambda a: a, "tanh": np.tanh, "relu": lambda a: np.maximum(a, 0)}[activation]
+    n_members, n_layers = weights[0].shape[0], len(weights)
+    out = [np.zeros((n_members, x.shape[-2], w.shape[1])) for w in weights[:-1]]
+    for m in range(n_members):
+        for b in range(x.shape[-2]):
+            h, pre = x[b], []
+            for i, w in enumerate(weights):
+                a = w[m] @ h
+                pre.append(a)
+                h = act(a) if i < n_layers - 1 else a
+            e = h - y[b]
+            for layer in range(1, n_layers):  # hidden layer l = layer: J = W_L D_{L-1} W_{L-1} ... D_{l+1} W_{l+1}
+                jac = weights[-1][m]
+                for k in range(n_layers - 1, layer, -1):
+                    jac = jac @ np.diag(derivative(pre[k - 1])) @ weights[k - 1][m]
+                out[layer - 1][m, b] = (np.linalg.pinv(jac) @ e) * derivative(pre[layer - 1])
+    return out
+
+
+@pytest.mark.parametrize("activation", ["linear", "tanh", "relu"])
+@pytest.mark.parametrize("sizes", [(5, 7, 3), (5, 7, 6, 3), (4, 3, 6, 5, 4)], ids=["L2", "L3", "L4-wide-top"])
+def test_gauss_newton_signals_match_per_sample_pseudo_inverses(rng, activation, sizes):
+    n_members, batch = 2, 6
+    weights = _weights(rng, sizes, n_members)
+    x, y = rng.normal(size=(batch, sizes[0])), rng.normal(size=(batch, sizes[-1]))
+    fwd = forward(weights, x, activation)
+    got = gauss_newton_signals(weights, fwd, output_error(fwd.output, y), activation)
+    want = reference_gauss_newton(weights, x, y, activation)
+    assert [g.shape for g in got] == [(n_members, batch, n) for n in sizes[1:-1]]
+    for g, w in zip(got, want):
+        # pinv of a product of a few O(1) Gaussian matrices: ~1e-12 relative (1e3 eps times the width)
+        scale = np.max(np.abs(w))
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e3 * EPS * scale * max(sizes))
+
+
+def test_gauss_newton_signal_solves_the_output_equation(rng):
+    """J_l delta^GN_l = e for a full-row-rank linear Jacobian (n_L <= n_l), and it is the minimum-norm solution."""
+    sizes = (6, 8, 5, 3)
+    weights = _weights(rng, sizes, 3)
+    x, y = rng.normal(size=(10, sizes[0])), rng.normal(size=(10, sizes[-1]))
+    fwd = forward(weights, x)
+    e = output_error(fwd.output, y)
+    got = gauss_newton_signals(weights, fwd, e)
+    for layer, delta in enumerate(got, start=1):
+        jac = weights[-1]
+        for k in range(len(weights) - 1, layer, -1):
+            jac = jac @ weights[k - 1]
+        tol = 1e3 * EPS * np.max(np.abs(e))
+        np.testing.assert_allclose(delta @ np.swapaxes(jac, -1, -2), e, rtol=0, atol=tol)
+        # minimum norm: no component in the null space of J, i.e. delta lies in the row space of J
+        projector = np.linalg.pinv(jac) @ jac
+        np.testing.assert_allclose(delta @ np.swapaxes(projector, -1, -2), delta, rtol=0, atol=tol)
+
+
+def test_gauss_newton_signals_of_a_non_finite_member_are_nan(rng):
+    sizes = (4, 5, 6, 3)
+    weights = _weights(rng, sizes, 3)
+    weights[1][1, 0, 0] = np.nan
+    x, y = rng.normal(size=(7, sizes[0])), rng.normal(size=(7, sizes[-1]))
+    for activation in ("linear", "tanh"):
+        fwd = forward(weights, x, activation)
+        got = gauss_newton_signals(weights, fwd, output_error(fwd.output, y), activation)
+        assert np.all(np.isnan(got[0][1]))
+        assert np.all(np.isfinite(got[0][[0, 2]])) and np.all(np.isfinite(got[1][[0, 2]]))

@@ -28,6 +28,7 @@ import contextlib
 
 import numpy as np
 
+from sim import stepper as sim_stepper
 from sim import train as sim_train
 from sim.data import lillicrap_linear
 from sim.network import init_network
@@ -57,16 +58,16 @@ def _plot_violations(result: CheckResult, ax):
 @contextlib.contextmanager
 def kp_feedback_without_decay():
     """Sabotage: the trainer moves Kolen-Pollack's ``B`` by the transposed update but forgets its weight decay."""
-    saved = sim_train.kolen_pollack_step
+    saved = sim_stepper.kolen_pollack_step  # the trainer's step (sim.stepper.Stepper) calls it
 
     def broken(feedback, weight_steps, decay, alive):
         return kolen_pollack_step(feedback, weight_steps, None, alive)
 
-    sim_train.kolen_pollack_step = broken
+    sim_stepper.kolen_pollack_step = broken
     try:
         yield
     finally:
-        sim_train.kolen_pollack_step = saved
+        sim_stepper.kolen_pollack_step = saved
 
 
 KP_STEPS = 25
