@@ -54,6 +54,8 @@ def one_blas_thread():
 def test_the_claims_of_issues_5_and_13_are_registered():
     assert set(IDS) == {"hier.exact-inversion", "hier.layerwise-recovery", "hier.twins-merge",
                         "hier.convex-optimal", "hier.arrangement-gap", "hier.rate-sufficient", "hier.rate-band"}
+    # each draws a figure for bbp verify --report from its check's details (tests/test_figures.py checks them)
+    assert all(REGISTRY[cid].plot is not None for cid in IDS)
 
 
 def test_rate_sufficient_fails_when_the_layerwise_algorithm_gets_shuffled_labels():

@@ -17,3 +17,4 @@ def test_the_local_claims_are_registered():
                    "local.delayed-ogd-regret", "local.async-buffer"]
     for c in CLAIMS:
         assert c.sabotage is not None and c.source and c.statement and c.conditions
+        assert c.plot is not None, f"{c.id} draws no figure for bbp verify --report (tests/test_figures.py checks them)"

@@ -62,6 +62,14 @@ def report_outcomes():
     return verify(ids, quick=True)
 
 
+def test_the_hierarchical_and_local_claims_are_among_the_report_figures(report_outcomes):
+    drawn = {o.id for o in report_outcomes}
+    from theory.claims import REGISTRY
+
+    wanted = {cid for cid in REGISTRY if cid.startswith(("hier.", "local."))}
+    assert len(wanted) >= 13 and wanted <= drawn
+
+
 def test_report_figures_follow_the_conventions(report_outcomes, tmp_path):
     from theory.claims import REGISTRY
     from theory.report import draw_figure

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,11 +66,14 @@ def verify_table(outcomes: Sequence[Outcome]) -> str:
 
 
 def draw_figure(claim, outcome: Outcome) -> Figure:
-    """The claim's figure: ``claim.plot(result, ax)`` on one axes, under a title naming the claim and its source."""
+    """The claim's figure: ``claim.plot(result, ax)`` on one axes, under a title naming the claim and its source.
+
+    The title is wrapped to the figure's width (a long source takes two or three lines).
+    """
     fig = Figure(figsize=(5.6, 4.0), layout="constrained")
     ax = fig.subplots()
     claim.plot(outcome.result, ax)
-    fig.suptitle(f"{claim.id} ({claim.source})", fontsize="medium")
+    fig.suptitle(textwrap.fill(f"{claim.id} ({claim.source})", width=62), fontsize="medium")
     return fig
 
 

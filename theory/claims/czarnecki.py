@@ -111,7 +111,8 @@ def _plot_tracking(result: CheckResult, ax):
     ax.legend(fontsize=7)
 
 
-@claim("sg.epsilon_tracking", source="Czarnecki et al. 2017 (Sec. 3, convergence with epsilon-tracking SG)",
+@claim("sg.epsilon_tracking", source="Czarnecki et al. 2017 (Understanding synthetic gradients and DNIs: "
+                                     "convergence of learning with SG that epsilon-tracks the true gradient)",
        statement="If along the whole run the synthetic gradients track the true ones, |g_SG - g| <= rho |g| at every "
                  "step with rho < 1, SG training of a deep linear network descends at every step and converges to "
                  "the solution of the original problem (the least-squares fit)",
@@ -221,7 +222,9 @@ def _plot_learned(result: CheckResult, ax):
     ax.legend(fontsize=7)
 
 
-@claim("sg.deep_linear_converges", source="Czarnecki et al. 2017 (Sec. 3, convergence for deep linear models)",
+@claim("sg.deep_linear_converges",
+       source="Czarnecki et al. 2017 (Understanding synthetic gradients and DNIs: convergence of SG learning "
+              "for deep linear models)",
        statement="A deep linear network whose hidden layers learn only through label-conditioned linear synthetic "
                  "gradient modules (cDNI), trained jointly with it, converges to the solution of the original "
                  "problem: through a bottleneck, the best reduced-rank fit (which the top layer alone cannot reach)",
@@ -314,7 +317,8 @@ def _plot_representations(result: CheckResult, ax):
 
 
 @claim("sg.representations_differ",
-       source="Czarnecki et al. 2017 (Sec. 4, representations); measured here",
+       source="Czarnecki et al. 2017 (Understanding synthetic gradients and DNIs: SG leads to drastically "
+              "different layer-wise representations); measured here",
        statement="A network trained through bootstrapped cDNI reaches the training accuracy of BP from the same "
                  "init, but its hidden layers end at different representations (mean linear CKA with BP's below "
                  "0.97; exact synthetic gradients give 1). In these small nets the difference is moderate (CKA "

@@ -87,13 +87,28 @@ def _inversion_grammar(seed: int, index: int) -> Grammar:
                           noise=0.0, distractor=0.05 * n_distractors, n_distractors=n_distractors)
 
 
+def _plot_inversion(result: CheckResult, ax):
+    per_level = result.details["accuracy_per_level"]
+    depth = max(len(a) for a in per_level)
+    markers = "osD^v"
+    for level in range(depth):
+        xs = [i + 1 for i, a in enumerate(per_level) if level < len(a)]
+        ys = [a[level] for a in per_level if level < len(a)]
+        ax.plot(xs, ys, markers[level % len(markers)], ms=7 - level, color=f"C{level}", ls="none",
+                label="class labels (level 0)" if level == 0 else f"level {level} symbols")
+    ax.set(xlabel="instance (grammar)", ylabel="accuracy of the inverted level", ylim=(0, 1.05),
+           title="inverting the grammar's tables (noise 0)")
+    ax.set_xticks(np.arange(1, len(per_level) + 1))
+    ax.legend(fontsize=7, loc="lower right")
+
+
 @claim("hier.exact-inversion", source="Malach & Shalev-Shwartz 2018; ours",
        statement="With no pixel noise and distinct patch tables, inverting the grammar's tables level by level "
                  "recovers every latent level and the label of every image exactly (the model is well defined).",
        conditions="noise = 0; every patch of a level is a variant of one symbol only and the pixel patches are "
                   "distinct (random grammars of depth 1-3, patch size 2-3, with and without distractors; and the "
                   "digits preset with distractors)",
-       instances=12, quick_instances=4, hypothesis_examples=5,
+       instances=12, quick_instances=4, hypothesis_examples=5, plot=_plot_inversion,
        sabotage=lambda: _sabotage("duplicate_patches"))
 def _check_exact_inversion(seed: int, n_instances: int) -> CheckResult:
     worst, accuracies = 0.0, []
@@ -136,6 +151,21 @@ RECOVERY_MIN_ARI = 0.8
 RECOVERY_MIN_DROP = 0.1
 
 
+def _plot_recovery(result: CheckResult, ax):
+    d = result.details
+    low, high = np.asarray(d["ari_low_noise"]), np.asarray(d["ari_high_noise"])
+    levels = np.arange(low.shape[0])
+    for j, (ari, noise, marker, color) in enumerate(((low, 0.1, "o", "C0"), (high, 0.6, "s", "C3"))):
+        for m in range(ari.shape[1]):
+            ax.plot(levels + 0.1 * (2 * j - 1), ari[:, m], marker, color=color, ms=5, ls="none",
+                    label=f"pixel noise {noise}, one point per instance" if m == 0 else "_nolegend_")
+    ax.axhline(RECOVERY_MIN_ARI, color="grey", ls="--", lw=0.8, label=f"claimed ARI >= {RECOVERY_MIN_ARI} at noise 0.1")
+    ax.set_xticks(levels, ["bottom symbols" if k == 0 else f"{k} level{'s' if k > 1 else ''} up" for k in levels])
+    ax.set(xlabel="latent level", ylabel="adjusted Rand index", ylim=(-0.05, 1.3), xlim=(-0.5, levels[-1] + 0.5),
+           title="layerwise recovery of the latent levels")
+    ax.legend(fontsize=7, loc="upper right")
+
+
 @claim("hier.layerwise-recovery", source="Malach & Shalev-Shwartz 2018",
        statement="When the assumptions hold (distinct patches, symbols with distinguishable label statistics) the "
                  f"layerwise algorithm recovers every latent level (adjusted Rand index >= {RECOVERY_MIN_ARI} at "
@@ -144,7 +174,7 @@ RECOVERY_MIN_DROP = 0.1
        conditions="random grammars of depth 2 (5 classes, 5 + 5 symbols, 2 variants each, 2 x 2 patches) whose "
                   "label statistics are pairwise >= 0.1 apart; 1200 training images; per-patch label embedding "
                   "clustered by k-means (best of 10 restarts); ARI on 400 test images",
-       instances=6, quick_instances=2, hypothesis_examples=2,
+       instances=6, quick_instances=2, hypothesis_examples=2, plot=_plot_recovery,
        sabotage=lambda: _sabotage("shuffle_labels"))
 def _check_layerwise_recovery(seed: int, n_instances: int) -> CheckResult:
     seeds = _instance_seeds(seed, n_instances)
@@ -191,6 +221,19 @@ TWIN_FITS = 3
 TWIN_TRAIN = 2000
 
 
+def _plot_twins(result: CheckResult, ax):
+    d = result.details
+    twin, other = np.asarray(d["twin_separability"]), np.asarray(d["other_pairs_min_separability"])
+    ax.axvspan(-0.05, TWIN_MAX_SEPARABILITY, ymin=0, ymax=1, color="C2", alpha=0.12, lw=0,
+               label="merged: twins <= 0.25, others >= 0.5")
+    ax.plot(twin.ravel(), other.ravel(), "o", ms=5, color="C0", alpha=0.7, label="one fit (3 per grammar)")
+    ax.axhline(OTHER_MIN_SEPARABILITY, color="grey", ls="--", lw=0.8)
+    ax.set(xlabel="separability of the twins (0 chance, 1 perfect)",
+           ylabel="smallest separability of the other pairs", xlim=(-0.05, 1.05), ylim=(-0.05, 1.3),
+           title=f"twins merged in {d['merged_rate']:.0%} of the grammars (claimed >= {TWIN_MIN_RATE:.0%})")
+    ax.legend(fontsize=7, loc="upper right")
+
+
 @claim("hier.twins-merge", source="Malach & Shalev-Shwartz 2018 (assumption broken); ours",
        statement="When two symbols have identical label statistics the layerwise clustering merges them, in most "
                  f"grammars (at least {TWIN_MIN_RATE:.0%} of those drawn): clustering into as many clusters as there "
@@ -203,7 +246,7 @@ TWIN_TRAIN = 2000
                   "1 (every occurrence of 1 is 1 or 2 with probability 1/2); 2000 training images; per-patch label "
                   "embedding clustered into 5 clusters (with 6 k-means may spend its spare cluster on the twins' "
                   "sampling noise)",
-       instances=6, quick_instances=3, hypothesis_examples=3,
+       instances=6, quick_instances=3, hypothesis_examples=3, plot=_plot_twins,
        sabotage=lambda: _sabotage("no_twins"))
 def _check_twins_merge(seed: int, n_instances: int) -> CheckResult:
     seeds = _instance_seeds(seed, n_instances)
@@ -248,13 +291,33 @@ def _convex_instance(seed: int):
     return x, np.eye(k)[labels]
 
 
+def _plot_convex(result: CheckResult, ax):
+    floor = 1e-16  # an exact zero is drawn here (log axis)
+    for loss, marker in (("logistic", "o"), ("squared_hinge", "s")):
+        d = result.details[loss]
+        x = np.arange(1, len(d["cvxpy"]) + 1) + (0.1 if marker == "s" else -0.1)
+        sgd = np.asarray(d["sgd"]) - d["cvxpy"]  # (runs, instances)
+        for r in range(sgd.shape[0]):
+            ax.semilogy(x, np.maximum(sgd[r], floor), marker, color="C0", ms=4, ls="none",
+                        label=f"{loss}: SGD runs - cvxpy" if r == 0 else "_nolegend_")
+        ax.semilogy(x, np.maximum(np.abs(d["lbfgs"] - d["cvxpy"]), floor), marker, color="C1", ms=4, ls="none",
+                    label=f"{loss}: |L-BFGS - cvxpy|")
+        ax.semilogy(x, np.maximum(d["gap"], floor), marker, color="C2", ms=4, ls="none", mfc="none",
+                    label=f"{loss}: duality gap")
+    ax.axhline(1e-6, color="grey", ls="--", lw=0.8)
+    ax.set(xlabel="instance", ylabel=f"objective difference (0 drawn at {floor:g})", ylim=(floor / 10, 1e2),
+           title="cvxpy's top classifier is optimal (dashed: 1e-6)")
+    ax.set_xticks(np.arange(1, len(result.details["logistic"]["cvxpy"]) + 1))
+    ax.legend(fontsize=6, loc="upper left", ncols=2)
+
+
 @claim("hier.convex-optimal", source="ours (convex top classifier of the layerwise algorithm)",
        statement="The cvxpy (Clarabel) solve of the top classifier on fixed features reaches the global optimum: its "
                  "status is optimal, its Fenchel duality gap is below 1e-6, its objective is no larger than that of "
                  "any SGD run and equal to the L-BFGS solution's (within 1e-6).",
        conditions="multinomial logistic and one-vs-rest squared hinge losses with L2 = 0.05; 60 samples, 10 "
                   "Gaussian features, 3 classes from a noisy linear teacher; 3 minibatch SGD runs of 1500 steps",
-       instances=6, quick_instances=2, hypothesis_examples=3,
+       instances=6, quick_instances=2, hypothesis_examples=3, plot=_plot_convex,
        sabotage=lambda: _sabotage("l2_factor", 0.2))
 def _check_convex_optimal(seed: int, n_instances: int) -> CheckResult:
     seeds = _instance_seeds(seed, n_instances)
@@ -315,6 +378,19 @@ def _gap_run(seeds: list[int]):
     return acc_lw, acc_lin, [statistics_separation(gr) for gr in grammars]
 
 
+def _plot_gap(result: CheckResult, ax):
+    d = result.details
+    x = np.arange(1, len(d["layerwise"]) + 1)
+    ax.bar(x - 0.18, d["layerwise"], width=0.34, color="C0", label="layerwise algorithm")
+    ax.bar(x + 0.18, d["linear"], width=0.34, color="C1", label="linear classifier on pixels")
+    ax.axhline(GAP_MIN_LAYERWISE, color="C0", ls="--", lw=0.8, label=f"claimed layerwise >= {GAP_MIN_LAYERWISE}")
+    ax.axhline(GAP_MAX_LINEAR, color="C1", ls=":", lw=1.0, label=f"claimed linear <= {GAP_MAX_LINEAR}")
+    ax.set_xticks(x, [f"grammar {i}" for i in x])
+    ax.set(xlabel="instance", ylabel="test accuracy", ylim=(0, 1.45),
+           title=f"arrangements preset, {GAP_TRAIN} training images (chance 0.1)")
+    ax.legend(fontsize=7, loc="upper right", ncols=2)
+
+
 @claim("hier.arrangement-gap", source="ours (tests Malach & Shalev-Shwartz 2018 where depth matters)",
        statement=f"On the arrangements preset (only the arrangement of the strokes carries the label; distinct "
                  f"tables, label-statistics margin about 0.06) with {GAP_TRAIN} training images, the layerwise "
@@ -325,7 +401,7 @@ def _gap_run(seeds: list[int]):
                   f"0.2, distractors 0.02); {GAP_TEST} test images; layerwise with the raw-patch embedding, 3-fold "
                   "oversampled k-means into the true alphabet sizes and a two-layer top network; linear: L2 = 1e-3 "
                   "multinomial logistic regression",
-       instances=3, quick_instances=1, hypothesis_examples=2,
+       instances=3, quick_instances=1, hypothesis_examples=2, plot=_plot_gap,
        sabotage=lambda: _sabotage("random_clustering"))
 def _check_arrangement_gap(seed: int, n_instances: int) -> CheckResult:
     seeds = _instance_seeds(seed, n_instances)
@@ -359,6 +435,18 @@ def _rate_grammar(seed: int):
     raise ValueError(f"no grammar with n* <= {RATE_MAX_CRITICAL} in 50 draws from seed {seed}")
 
 
+def _plot_rate(result: CheckResult, ax):
+    d = result.details
+    ari = np.asarray(d["ari"])  # (instances, 2): bottom level, middle level
+    ax.plot(d["n_star"], ari[:, 0], "o", ms=6, color="C0", label="bottom level")
+    ax.plot(d["n_star"], ari[:, 1], "s", ms=5, color="C1", mfc="none", label="middle level")
+    ax.axhline(RATE_MIN_ARI, color="grey", ls="--", lw=0.8, label=f"claimed ARI >= {RATE_MIN_ARI}")
+    low, high = min(d["n_star"]), max(d["n_star"])
+    ax.set(xlabel="n* of the grammar (trained on n = 2 n*)", ylabel="adjusted Rand index", ylim=(-0.05, 1.3),
+           xlim=(0.8 * low, 1.2 * high), title="recovery at twice our rate")
+    ax.legend(fontsize=7, loc="lower right")
+
+
 @claim("hier.rate-sufficient", source="ours (the sample-complexity rate of hier-sample-complexity)",
        statement=f"Training on n = 2 n* images, with n* = 4K/(P p_min margin^2) the larger of the two levels' critical "
                  f"sizes (our rate), the layerwise algorithm with the paper's label embedding recovers every level "
@@ -366,7 +454,7 @@ def _rate_grammar(seed: int):
        conditions="random grammars of depth 2 (5 classes, 4 + 4 symbols, 2 variants, 2 x 2 patches, noise 0.1, label "
                   f"statistics >= 0.15 apart) with n* <= {RATE_MAX_CRITICAL}; label embedding, k-means into the true "
                   "alphabet sizes (best of 10); ARI on 400 test images",
-       instances=3, quick_instances=1, hypothesis_examples=2,
+       instances=3, quick_instances=1, hypothesis_examples=2, plot=_plot_rate,
        sabotage=lambda: _sabotage("random_clustering"))
 def _check_rate_sufficient(seed: int, n_instances: int) -> CheckResult:
     settings = replace(RECOVERY_SETTINGS, clustering="random") if _SABOTAGE["random_clustering"] else \
@@ -403,6 +491,18 @@ def band_onset(fractions, ari, threshold: float = RATE_MIN_ARI) -> float:
     return float(min(hits)) if hits else float("inf")
 
 
+def _plot_band(result: CheckResult, ax):
+    d = result.details
+    ax.axvspan(BAND_LOW, BAND_HIGH, color="C2", alpha=0.12, lw=0, label="claimed onset band [n*/8, 2 n*]")
+    for j, (n_star, sizes, ari) in enumerate(zip(d["n_star_bottom"], d["sizes"], d["ari_bottom"])):
+        ax.semilogx(np.asarray(sizes) / n_star, ari, "o-", color="C0", lw=0.8, ms=4, base=2,
+                    label="bottom-level ARI, one line per grammar" if j == 0 else "_nolegend_")
+    ax.axhline(RATE_MIN_ARI, color="grey", ls="--", lw=0.8, label=f"recovered: ARI >= {RATE_MIN_ARI}")
+    ax.set(xlabel="training images n / n* (bottom level)", ylabel="adjusted Rand index", ylim=(-0.05, 1.35),
+           xlim=(BAND_LADDER[0] / 1.5, BAND_LADDER[-1] * 1.5), title="where recovery sets in, against our rate n*")
+    ax.legend(fontsize=7, loc="upper left")
+
+
 @claim("hier.rate-band", source="ours (the sample-complexity rate of hier-sample-complexity)",
        statement="Our rate locates the onset of recovery within a stated band: on the ladder n = n* x (1/16, 1/8, "
                  "1/4, 1/2, 1, 2), with n* = 4K/(P p_min margin^2) of the bottom level, the first training-set size at "
@@ -413,7 +513,7 @@ def band_onset(fractions, ari, threshold: float = RATE_MIN_ARI) -> float:
                   f"patches, noise 0.1, label statistics >= 0.15 apart, n* <= {RATE_MAX_CRITICAL}; bottom-level n* "
                   f"about 200-650); at least {BAND_MIN_N} images per fit; label embedding, k-means into the true "
                   "alphabet sizes (best of 10); ARI on 400 test images",
-       instances=6, quick_instances=1, hypothesis_examples=2,
+       instances=6, quick_instances=1, hypothesis_examples=2, plot=_plot_band,
        sabotage=lambda: _sabotage("random_clustering"))
 def _check_rate_band(seed: int, n_instances: int) -> CheckResult:
     r"""Violation: :math:`\max(\mathrm{ARI}(n^*/16) - 0.9,\ 0.9 - \max_{n^*/8 \le n \le 2n^*} \mathrm{ARI}(n))`.

@@ -72,7 +72,9 @@ def _plot(result: CheckResult, ax):
     ax.legend(fontsize=7)
 
 
-@claim("jaderberg.bootstrapped_sg", source="Jaderberg et al. 2016 (Sec. 3; cDNI, Sec. 3.1)",
+@claim("jaderberg.bootstrapped_sg",
+       source="Jaderberg et al. 2016 (Decoupled neural interfaces using synthetic gradients: bootstrapped "
+              "synthetic-gradient targets and label-conditioned cDNI modules)",
        statement="Hidden layers trained only through bootstrapped, label-conditioned synthetic gradients (cDNI) "
                  "learn: cDNI ends at least 10% below the loss of the same net with its hidden layers frozen, and "
                  "at least 5% below DNI. DNI's own gain over the frozen net is small here and not seen on every "

@@ -76,36 +76,51 @@ def _max_diff(a, b) -> float:
     return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
 
 
+def _plot_isolation(result: CheckResult, ax):
+    d = result.details
+    x = np.arange(1, len(d["isolated_change"]) + 1)
+    floor = 1e-18  # an exact zero is drawn here (log axis)
+    ax.semilogy(x, np.maximum(d["isolated_change"], floor), "o", ms=4, color="C0",
+                label=f"blocks before j (claimed 0; 0 drawn at {floor:g})")
+    ax.semilogy(x, np.maximum(d["overlap_leak"], floor), "s", ms=4, color="C3", label="LoCo: block j-1 (changes)")
+    ax.set(xlabel="instance", ylabel="max |change of an update|", title="new parameters from block j on",
+           ylim=(floor / 10, 1e3))
+    ax.legend(fontsize=7, loc="center right")
+
+
 @claim("local.gradient-isolation", source="Löwe et al. 2019 (Greedy InfoMax); Belilovsky et al. 2020 (DGL)",
        statement="In DGL the update of block i gets exactly zero from the loss of any block j > i: new random "
                  "parameters for blocks j.. and their heads leave the updates of blocks < j bit-for-bit unchanged "
                  "(supervised, InfoNCE and NT-Xent heads); with overlapping blocks (LoCo) exactly block j-1 "
                  "changes.",
        conditions="Random dense block networks (2-4 blocks, relu or tanh, linear or MLP heads), random batches.",
-       instances=30, quick_instances=10, hypothesis_examples=10,
+       instances=30, quick_instances=10, hypothesis_examples=10, plot=_plot_isolation,
        sabotage=lambda: _patched_rule("dgl", feedback="neighbour"))
 def _check_gradient_isolation(seed: int, n_instances: int) -> CheckResult:
     worst = 0.0
-    leak_seen = []
+    leak_seen, isolated = [], []
     for i in range(n_instances):
         rng = _rng(seed, 1, i)
         objective = str(rng.choice(local.OBJECTIVES))
         net, x, y = _random_block_net(rng, objective=objective)
         j = int(rng.integers(1, net.n_blocks))
         other = _perturb_from(net, j, rng)
+        isolated.append(0.0)
         for rule in ("dgl", "overlap"):
             before = local.block_updates(rule, net, x, y, objective=objective)
             after = local.block_updates(rule, other, x, y, objective=objective)
             untouched = range(j) if rule == "dgl" else range(j - 1)
             for b in untouched:
-                worst = max(worst, _max_diff(before.grads[b], after.grads[b]),
-                            _max_diff(before.head_grads[b], after.head_grads[b]))
+                change = max(_max_diff(before.grads[b], after.grads[b]),
+                             _max_diff(before.head_grads[b], after.head_grads[b]))
+                worst = max(worst, change)
+                isolated[-1] = max(isolated[-1], change)
             # the perturbation must be visible where gradients do flow, or the check would be empty
             if _max_diff(before.grads[j], after.grads[j]) == 0.0:
                 worst = max(worst, 1.0)
             if rule == "overlap":
                 leak_seen.append(_max_diff(before.grads[j - 1], after.grads[j - 1]))
-    return CheckResult(n_instances, worst, 0.0, {"overlap_leak": leak_seen})
+    return CheckResult(n_instances, worst, 0.0, {"overlap_leak": leak_seen, "isolated_change": isolated})
 
 
 @contextlib.contextmanager
@@ -139,13 +154,25 @@ def gaussian_mutual_information(rho: float, dim: int) -> float:
     return -0.5 * dim * math.log(1 - rho ** 2)
 
 
+def _plot_cpc(result: CheckResult, ax):
+    d = result.details
+    sizes = np.asarray(d["sizes"])
+    for j, (info, means) in enumerate(d["curves"]):
+        ax.semilogx(sizes, np.asarray(means) / info, "o-", color="C0", lw=0.8, ms=3, base=2,
+                    label="optimal critic, one line per instance" if j == 0 else "_nolegend_")
+    ax.axhline(1.0, color="grey", ls="--", lw=0.8, label="I(x; c) (the bound)")
+    ax.set(xlabel="N (samples in the InfoNCE batch)", ylabel="E[log N - L_N] / I(x; c)",
+           title="InfoNCE lower bound on the mutual information", ylim=(0, 1.15))
+    ax.legend(fontsize=7, loc="lower right")
+
+
 @claim("local.cpc-bound", source="Oord et al. 2018 (CPC); Poole et al. 2019",
        statement="For any critic, E[log N - L_N] <= I(x; c) and log N - L_N <= log N (L_N >= 0); with the optimal "
                  "critic log p(x|c)/p(x) on correlated Gaussians, E[log N - L_N] grows with N towards I, within "
                  "0.06 nats at N = 256.",
        conditions="x = rho c + sqrt(1 - rho^2) eps in d = 1..2 dimensions, rho in [0.5, 0.9] (I <= 1.7 nats); "
                   "expectations by Monte Carlo over 8192 pairs per N, tolerances 4 standard errors.",
-       instances=10, quick_instances=3, hypothesis_examples=3,
+       instances=10, quick_instances=3, hypothesis_examples=3, plot=_plot_cpc,
        sabotage=lambda: patch.object(local, "info_nce_from_scores", _info_nce_without_positive))
 def _check_cpc_bound(seed: int, n_instances: int) -> CheckResult:
     worst = -math.inf
@@ -188,15 +215,28 @@ def _info_nce_without_positive(scores):
 
 # --- NT-Xent ----------------------------------------------------------------------------------------------
 
+def _plot_ntxent(result: CheckResult, ax):
+    d = result.details
+    predicted, measured = np.asarray(d["log_2n_minus_1"]), np.asarray(d["equal_loss"])
+    base, scaled = np.asarray(d["unscaled_loss"]), np.asarray(d["scaled_loss"])
+    top = float(max(np.max(predicted), np.max(base), 1.0)) * 1.05
+    ax.plot([0, top], [0, top], color="grey", lw=0.8, label="measured = predicted")
+    ax.plot(predicted, measured, "o", ms=4, color="C0", label="equal embeddings vs log(2N - 1)")
+    ax.plot(base, scaled, "x", ms=5, color="C1", label="scaled by c vs unscaled")
+    ax.set(xlabel="predicted NT-Xent (nats)", ylabel="measured NT-Xent (nats)", title="NT-Xent values")
+    ax.legend(fontsize=7, loc="upper left")
+
+
 @claim("local.ntxent-values", source="Chen et al. 2020 (SimCLR)",
        statement="NT-Xent of 2N equal embeddings is log(2N - 1) for every temperature, and NT-Xent with cosine "
                  "similarity is unchanged when all embeddings are scaled by c > 0.",
        conditions="N in 1..32 pairs, dimension 1..16, temperature in [0.05, 2], scale c in [1e-3, 1e3], "
                   "ensembles of 1..3 members; tolerance 64 eps log(2N).",
-       instances=40, quick_instances=15, hypothesis_examples=10,
+       instances=40, quick_instances=15, hypothesis_examples=10, plot=_plot_ntxent,
        sabotage=lambda: patch.object(local, "nt_xent", _nt_xent_dot_product))
 def _check_ntxent(seed: int, n_instances: int) -> CheckResult:
     worst = 0.0
+    details = {"log_2n_minus_1": [], "equal_loss": [], "unscaled_loss": [], "scaled_loss": []}
     tol = 64 * np.finfo(float).eps * math.log(64)
     for i in range(n_instances):
         rng = _rng(seed, 3, i)
@@ -211,7 +251,10 @@ def _check_ntxent(seed: int, n_instances: int) -> CheckResult:
         base, _, _ = local.nt_xent(z1, z2, tau)
         scaled, _, _ = local.nt_xent(scale * z1, scale * z2, tau)
         worst = max(worst, float(np.max(np.abs(scaled - base))) / max(1.0, float(np.max(np.abs(base)))))
-    return CheckResult(n_instances, worst, tol)
+        details["log_2n_minus_1"] += [math.log(2 * n - 1)] * members
+        for key, value in (("equal_loss", loss), ("unscaled_loss", base), ("scaled_loss", scaled)):
+            details[key] += [float(v) for v in np.ravel(value)]
+    return CheckResult(n_instances, worst, tol, details)
 
 
 def _nt_xent_dot_product(z1, z2, temperature=0.5):
@@ -386,6 +429,20 @@ def _regret_linear(g, x, radius):
     return np.sum(np.sum(g * x, axis=-1), axis=0) + radius * np.linalg.norm(np.sum(g, axis=0), axis=-1)
 
 
+def _plot_delayed(result: CheckResult, ax):
+    d = result.details
+    taus = np.asarray(DELAYS) + 1.0
+    for j, means in enumerate(d["blocked_regret"]):
+        ax.loglog(taus, means, "o-", color="C0", lw=0.8, ms=3,
+                  label="sign-blocked losses: mean regret, one line per instance" if j == 0 else "_nolegend_")
+    for j, bounds in enumerate(d["blocked_bound"]):
+        ax.loglog(taus, bounds, "--", color="C3", lw=0.8,
+                  label="bound RG(sqrt((2 tau + 1) T) + 2 tau)" if j == 0 else "_nolegend_")
+    ax.set(xlabel="tau + 1 (delay of the gradients, rounds)", ylabel="regret after T = 2048 rounds",
+           title=f"delayed OGD: log-log slopes {min(d['slopes']):.2f}..{max(d['slopes']):.2f} (claim 0.4-0.6)")
+    ax.legend(fontsize=7, loc="upper left")
+
+
 @claim("local.delayed-ogd-regret", source="Langford, Smola & Zinkevich 2009; Joulani et al. 2013; ours",
        statement="Projected online gradient descent whose gradients arrive tau rounds late, with step "
                  "R/(G sqrt((2 tau + 1) T)), has regret at most RG(sqrt((2 tau + 1) T) + 2 tau) on G-Lipschitz "
@@ -393,13 +450,13 @@ def _regret_linear(g, x, radius):
                  "grows like sqrt(tau T) (log-log slope in tau + 1 between 0.4 and 0.6).",
        conditions="T = 2048 rounds, tau in {0, 3, 15, 63}; random linear and quadratic losses in d = 1..6 "
                   "dimensions; sign-blocked linear losses averaged over 256 sequences.",
-       instances=8, quick_instances=3, hypothesis_examples=3,
+       instances=8, quick_instances=3, hypothesis_examples=3, plot=_plot_delayed,
        sabotage=lambda: patch.object(sys.modules[__name__], "delayed_regret_bound",
                                  lambda radius, lipschitz, horizon, delay: radius * lipschitz * math.sqrt(horizon)))
 def _check_delayed_ogd(seed: int, n_instances: int) -> CheckResult:
     horizon = 2048
     worst = -math.inf
-    slopes = []
+    slopes, blocked, blocked_bound = [], [], []
     for i in range(n_instances):
         rng = _rng(seed, 5, i)
         dim, radius = int(rng.integers(1, 7)), float(rng.uniform(0.5, 3.0))
@@ -440,8 +497,11 @@ def _check_delayed_ogd(seed: int, n_instances: int) -> CheckResult:
             means.append(float(np.mean(regret)))
         slope = float(np.polyfit(np.log(np.array(DELAYS) + 1.0), np.log(means), 1)[0])
         slopes.append(slope)
+        blocked.append(means)
+        blocked_bound.append([delayed_regret_bound(radius, 1.0, horizon, delay) for delay in DELAYS])
         worst = max(worst, abs(slope - 0.5) - 0.1)
-    return CheckResult(n_instances, max(worst, 0.0), 0.0, {"slopes": slopes})
+    return CheckResult(n_instances, max(worst, 0.0), 0.0,
+                       {"slopes": slopes, "blocked_regret": blocked, "blocked_bound": blocked_bound})
 
 
 # --- the async replay buffer -----------------------------------------------------------------------------------
@@ -450,16 +510,30 @@ def _buffer_class():
     return local.ReplayBuffer
 
 
+def _plot_buffer(result: CheckResult, ax):
+    d = result.details
+    capacity = np.asarray(d["capacity"], dtype=float)
+    ax.plot([0.5, capacity.max() + 0.5], [0.5, capacity.max() + 0.5], color="grey", lw=0.8, label="capacity M")
+    ax.plot(capacity - 0.08, d["buffer_max"], "o", ms=5, color="C0", label="ReplayBuffer, 200 random pushes/samples")
+    ax.plot(capacity + 0.08, d["runtime_max"], "s", ms=5, color="C1", label="async DGL runtime, random ticks")
+    same = max(d["async_vs_dgl"]) if d["async_vs_dgl"] else 0.0
+    ax.set(xlabel="capacity M (batches)", ylabel="largest occupancy seen (batches)",
+           title=f"replay buffer; M = 1 async DGL vs DGL: max weight difference {same:.2g}",
+           xlim=(0.4, capacity.max() + 0.6), ylim=(0, capacity.max() + 1.5))
+    ax.legend(fontsize=7, loc="upper left")
+
+
 @claim("local.async-buffer", source="Belilovsky et al. 2020 (asynchronous DGL); ours",
        statement="The replay buffer between two blocks of asynchronous DGL never holds more than M batches, "
                  "under any schedule of pushes and samples; with M = 1 and the sequential round-robin schedule, "
                  "asynchronous DGL gives bit-for-bit the weights of DGL.",
        conditions="Random push/sample sequences with M in 1..5 and reuse caps in {None, 1, 2, 3}; asynchronous "
                   "DGL runs with random tick patterns; small dense networks, 2-3 blocks, 12 batches.",
-       instances=12, quick_instances=4, hypothesis_examples=4,
+       instances=12, quick_instances=4, hypothesis_examples=4, plot=_plot_buffer,
        sabotage=lambda: _leaky_buffer())
 def _check_async_buffer(seed: int, n_instances: int) -> CheckResult:
     worst = 0.0
+    details = {"capacity": [], "buffer_max": [], "runtime_max": [], "async_vs_dgl": []}
     for i in range(n_instances):
         rng = _rng(seed, 6, i)
         capacity = int(rng.integers(1, 6))
@@ -472,6 +546,8 @@ def _check_async_buffer(seed: int, n_instances: int) -> CheckResult:
                 buffer.sample()
             worst = max(worst, len(buffer) - capacity)
         worst = max(worst, buffer.max_size - capacity)
+        details["capacity"].append(capacity)
+        details["buffer_max"].append(buffer.max_size)
         # asynchronous DGL with a random schedule: the runtime's buffers stay within M
         n_blocks = int(rng.integers(2, 4))
         data = _toy_data(rng)
@@ -482,12 +558,13 @@ def _check_async_buffer(seed: int, n_instances: int) -> CheckResult:
         res = parallel.train_blocks(net, plan, rule="async-dgl", lr=0.1, workers=1, buffer_size=capacity,
                                     reuse_cap=cap, speeds=speeds)
         worst = max(worst, max(res.buffer_max) - capacity)
+        details["runtime_max"].append(max(res.buffer_max))
         # M = 1, round robin: exactly DGL
         one = parallel.train_blocks(net, plan, rule="async-dgl", lr=0.1, workers=1, buffer_size=1)
         dgl = parallel.train_blocks(net, plan, rule="dgl", lr=0.1, workers=1)
-        for pa, pb in zip(one.network.params, dgl.network.params):
-            worst = max(worst, _max_diff(pa, pb))
-    return CheckResult(n_instances, float(worst), 0.0)
+        details["async_vs_dgl"].append(max(_max_diff(pa, pb) for pa, pb in zip(one.network.params, dgl.network.params)))
+        worst = max(worst, details["async_vs_dgl"][-1])
+    return CheckResult(n_instances, float(worst), 0.0, details)
 
 
 def _toy_data(rng) -> Dataset:

@@ -144,7 +144,7 @@ def _plot(result: CheckResult, ax):
 
 @claim(
     "refinetti.degeneracy_breaking",
-    source="Refinetti et al. 2021 (Sec. 3, degeneracy breaking)",
+    source="Refinetti et al. 2021 (Align, then memorise: the degeneracy breaking of DFA in shallow networks)",
     statement="Out of all zero-loss solutions DFA converges to the one that maximises alignment: in a linear "
               "two-layer net on a degenerate task, DFA's read-out W2 is within 1 degree of the most aligned "
               "(with B^T) of all zero-loss read-outs for its hidden representation (closed form), while BP's "
@@ -203,7 +203,8 @@ def _plot_b2t(result: CheckResult, ax):
 
 @claim(
     "refinetti.bottom_to_top",
-    source="Refinetti et al. 2021 (Sec. 4, deep networks)",
+    source="Refinetti et al. 2021 (Align, then memorise: in deep nonlinear networks alignment runs from the "
+           "bottom layers to the top)",
     statement="In a deep nonlinear network trained with DFA from a small init, alignment proceeds from the bottom "
               "layers to the top: the first hidden layer's DFA signal makes half its alignment with BP's no later "
               "than the last hidden layer's, in every member, and strictly earlier on average",

@@ -97,7 +97,9 @@ def _plot(result: CheckResult, ax):
     ax.legend(fontsize=7)
 
 
-@claim("saxe.depth_modes", source="Saxe et al. 2013 (deep linear networks, Sec. 3)",
+@claim("saxe.depth_modes",
+       source="Saxe et al. 2013 (Exact solutions to the nonlinear dynamics of learning in deep linear neural "
+              "networks: networks with more than one hidden layer)",
        statement="BP on a depth-D linear net (D = 3, 4) from a small balanced init in the teacher's modes keeps the "
                  "modes decoupled, each following du/dt = D u^(2-2/D) (s - u); GD is the flow's Euler scheme: its "
                  "deviation from the flow halves when the step halves",
