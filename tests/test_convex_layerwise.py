@@ -38,10 +38,29 @@ def test_convex_greedy_reports_blocks_risks_bounds_and_certificates():
     np.testing.assert_allclose(fit + reg, result.objectives[0], rtol=1e-6)
 
 
+def test_convex_greedy_with_vector_heads_shares_the_hidden_layer_and_obeys_prop31():
+    from theory.convex.vector import vector_objective
+
+    X, Y = xor_data()
+    result = layerwise.convex_greedy(X, Y, 0.05, 2, arrangements=12, head="vector")
+    assert len(result.blocks) == 2 and max(result.bound_violations) <= 1e-6  # identity offered to the refit
+    first = result.blocks[0]
+    assert len(first.objectives) == 1 and all(len(c) == first.U.shape[0] for c in first.columns)
+    A = np.stack(first.heads, axis=1)
+    np.testing.assert_allclose(vector_objective(first.U, A, layerwise.with_bias(X), Y, 0.05), first.objectives[0],
+                               rtol=1e-12)
+    cert = first.certificates[0]
+    assert cert.lower_bound <= cert.primal  # the gated bound over the sampled patterns
+    pred = result.predict(X)
+    np.testing.assert_allclose(np.sum((pred - Y) ** 2) / (2 * len(Y)), result.risks[-1], rtol=1e-10)
+
+
 def test_convex_greedy_bad_input():
     X, Y = xor_data()
     with pytest.raises(ValueError, match="n_blocks"):
         layerwise.convex_greedy(X, Y, 0.1, 0)
+    with pytest.raises(ValueError, match="head must be"):
+        layerwise.convex_greedy(X, Y, 0.1, 1, head="shared")
     with pytest.raises(ValueError, match="Y must be"):
         layerwise.one_vs_all(X, Y[:-1], 0.1)
 
@@ -49,6 +68,7 @@ def test_convex_greedy_bad_input():
 @pytest.mark.parametrize("name, overrides", [
     ("convex-vs-gd", {"widths": [1, 8], "runs": 3, "steps": 200}),
     ("convex-layerwise", {"n_test": 100, "sgd_epochs": 2, "arrangements": 8}),
+    ("convex-layerwise", {"n_test": 100, "sgd_epochs": 2, "arrangements": 8, "head": "vector"}),
 ])
 def test_convex_experiments_run_quick(name, overrides):
     _, result = run_experiment(name, context=Context(quick=True, n_seeds=1, progress=False), overrides=overrides)

@@ -35,7 +35,8 @@ def test_convex_claims_are_registered():
     load_claims()
     ids = {cid for cid, c in REGISTRY.items() if c.check.__module__ == "theory.claims.convex"}
     assert ids == {"convex.global-optimum", "convex.strong-duality", "convex.arrangement-count",
-                   "convex.gated-lower-bound", "convex.greedy-bound"}
+                   "convex.gated-lower-bound", "convex.greedy-bound", "convex.width-suffices",
+                   "convex.vector-sandwich"}
     for cid in ids:
         assert REGISTRY[cid].sabotage is not None and REGISTRY[cid].conditions
 

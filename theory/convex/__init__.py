@@ -14,7 +14,13 @@ r"""Convex programs of this project: programs, solvers and certificates.
 * :mod:`theory.convex.first_order`: an accelerated proximal-gradient (FISTA)
   solver of the gated-ReLU group lasso, batched over an ensemble axis, on any
   array-API namespace (numpy, CuPy, array-api-strict).
+* :mod:`theory.convex.augmented`: an augmented Lagrangian solver of the ReLU program itself (cone
+  constraints kept), FISTA with backtracking inside, batched over an ensemble axis on the array API;
+  ``two_layer_relu(..., solver="al")``.
 * :mod:`theory.convex.layerwise`: greedy layerwise training by convex steps.
+* :mod:`theory.convex.vector`: vector-output networks (Sahiner et al. 2021): the gated
+  nuclear-norm relaxation, an exact dual norm for small ``d``, and a certified sandwich
+  of the global optimum, :func:`two_layer_relu_vector`.
 """
 
 from .top_classifier import (  # noqa: F401  (the public names of the former module theory.convex)
@@ -47,3 +53,4 @@ from .relu import (  # noqa: F401,E402
     two_layer_relu,
     two_layer_relu_columns,
 )
+from .vector import VectorSolution, one_vs_all_network, two_layer_relu_vector, vector_objective  # noqa: F401,E402

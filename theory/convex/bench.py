@@ -14,6 +14,17 @@ scaling of FISTA's time with ``n`` and with the number of patterns, and an
 ensemble of 16 independent problems in one batched call against 16 calls.
 Pass ``xp`` (a namespace such as CuPy) to run FISTA on another backend; the
 reference always runs on the CPU.
+
+The ReLU program itself (with the cone constraints, same data and patterns):
+Clarabel against the augmented Lagrangian solver (:mod:`theory.convex.augmented`)
+run until its certified relative gap is at most ``1e-6`` and its relative
+constraint violation at most ``1e-7``; reported with its gap to Clarabel's
+value (negative when the small violation lets it dip below), its violation,
+the same scaling figures and an ensemble of 16 (smaller) problems in one
+batched call against 16 calls; every AL solve stops after ``AL_MAX_ITER``
+iterations at most (its status says so). (Clarabel's ReLU program has ``2nP``
+linear constraints: at the full size it takes many minutes, and the full bench
+with it takes the better part of an hour on two cores.)
 """
 
 from __future__ import annotations
@@ -23,13 +34,22 @@ import time
 import numpy as np
 
 from .arrangements import sample_arrangements
+from .augmented import al_relu
 from .first_order import fista_gated
-from .relu import convex_objective, solve_cvxpy
+from .relu import cone_violation, convex_objective, solve_cvxpy
 
 FULL = {"n": 2000, "d": 20, "patterns": 200, "ns": (500, 1000, 2000), "pattern_counts": (50, 100, 200),
-        "ensemble": 16, "ensemble_n": 500}
+        "ensemble": 16, "ensemble_n": 500,
+        "relu": {"n": 2000, "d": 20, "patterns": 200, "ns": (500, 1000), "pattern_counts": (50, 100),
+                 "ensemble": 16, "ensemble_n": 200, "ensemble_patterns": 50}}
 QUICK = {"n": 300, "d": 8, "patterns": 40, "ns": (150, 300), "pattern_counts": (20, 40), "ensemble": 16,
-         "ensemble_n": 100}
+         "ensemble_n": 100,
+         "relu": {"n": 300, "d": 8, "patterns": 40, "ns": (150,), "pattern_counts": (20,), "ensemble": 16,
+                  "ensemble_n": 60, "ensemble_patterns": 10}}
+#: The AL solver's relative constraint violation allowed in the bench (its certified gap is GAP).
+FEASIBILITY = 1e-7
+#: The most AL iterations per solve in the bench (a run that stops there reports status "max_iter").
+AL_MAX_ITER = 20000
 GAP = 1e-6
 
 
@@ -97,7 +117,90 @@ def run_convex_bench(*, quick: bool = False, xp=None, progress: bool = True) -> 
                 "member_iterations": [int(i) for i in batched.member_iterations],
                 "max_relative_difference": float(np.max(np.abs(np.asarray(batched.objective) - loop_values)
                                                         / np.abs(loop_values)))}
-    return {"quick": quick, "target_gap": GAP, "main": main, "scaling": scaling, "ensemble": ensemble}
+    out = {"quick": quick, "target_gap": GAP, "main": main, "scaling": scaling, "ensemble": ensemble}
+    if "relu" in cfg:
+        out["relu"] = run_relu_bench(cfg["relu"], xp=xp, say=say)
+    return out
+
+
+def _al(X, y, mask, beta, xp):
+    args = [xp.asarray(a) for a in (X, y, mask)]
+    start = time.perf_counter()
+    res = al_relu(args[0], args[1], beta, args[2], tol=GAP, feasibility_tol=FEASIBILITY, max_iter=AL_MAX_ITER)
+    float(res.objective[0] if res.objective.ndim else res.objective)  # synchronise a device backend
+    return time.perf_counter() - start, res
+
+
+def run_relu_bench(cfg: dict, *, xp=None, say=lambda msg: None) -> dict:
+    """The ReLU-program figures (module docstring): Clarabel against the AL solver, scaling, ensemble."""
+    xp = np if xp is None else xp
+    X, y, mask, beta = problem(cfg["n"], cfg["d"], cfg["patterns"])
+    say(f"convex bench: ReLU program, Clarabel on n={cfg['n']}, d={cfg['d']}, P={mask.shape[1]} ...")
+    start = time.perf_counter()
+    v, w, status, _ = solve_cvxpy(X, y, beta, mask)
+    clarabel_s = time.perf_counter() - start
+    reference = convex_objective(X, y, beta, mask, v, w)
+    say("convex bench: ReLU program, augmented Lagrangian ...")
+    al_s, res = _al(X, y, mask, beta, xp)
+    V, W = np.asarray(res.V), np.asarray(res.W)
+    value = convex_objective(X, y, beta, mask, V, W)
+    main = {"n": cfg["n"], "d": cfg["d"], "patterns": int(mask.shape[1]), "beta": beta,
+            "clarabel_seconds": clarabel_s, "clarabel_status": status, "clarabel_objective": reference,
+            "clarabel_violation": cone_violation(X, mask, v, w),
+            "al_seconds": al_s, "al_iterations": int(res.iterations), "al_outer": int(res.outer),
+            "al_status": res.status, "al_objective": value,
+            "al_certified_gap": (value - float(res.lower_bound)) / abs(value),
+            "al_violation": cone_violation(X, mask, V, W),
+            "gap_to_clarabel": (value - reference) / abs(reference), "speedup": clarabel_s / al_s}
+    scaling = {"n": [], "patterns": []}
+    for n in cfg["ns"]:
+        say(f"convex bench: ReLU program, AL scaling n={n} ...")
+        seconds, r = _al(*problem(n, cfg["d"], cfg["patterns"]), xp)
+        scaling["n"].append({"n": n, "seconds": seconds, "iterations": int(r.iterations), "status": r.status})
+    scaling["n"].append({"n": cfg["n"], "seconds": al_s, "iterations": int(res.iterations), "status": res.status})
+    for p in cfg["pattern_counts"]:
+        say(f"convex bench: ReLU program, AL scaling P={p} ...")
+        seconds, r = _al(*problem(cfg["n"], cfg["d"], p), xp)
+        scaling["patterns"].append({"patterns": p, "seconds": seconds, "iterations": int(r.iterations),
+                                    "status": r.status})
+    scaling["patterns"].append({"patterns": cfg["patterns"], "seconds": al_s, "iterations": int(res.iterations),
+                                "status": res.status})
+    say(f"convex bench: ReLU program, AL ensemble of {cfg['ensemble']} ...")
+    members = [problem(cfg["ensemble_n"], cfg["d"], cfg["ensemble_patterns"], seed=s) for s in range(cfg["ensemble"])]
+    width = min(m[2].shape[1] for m in members)
+    Xs, ys = np.stack([m[0] for m in members]), np.stack([m[1] for m in members])
+    masks = np.stack([m[2][:, :width] for m in members])
+    beta_e = float(np.mean([m[3] for m in members]))
+    batched_s, batched = _al(Xs, ys, masks, beta_e, xp)
+    start = time.perf_counter()
+    singles = [_al(Xs[e], ys[e], masks[e], beta_e, xp)[1] for e in range(len(members))]
+    loop_s = time.perf_counter() - start
+    loop_values = np.array([float(r.objective) for r in singles])
+    ensemble = {"members": len(members), "n": cfg["ensemble_n"], "patterns": width, "batched_seconds": batched_s,
+                "loop_seconds": loop_s, "speedup": loop_s / batched_s, "batched_status": batched.status,
+                "member_iterations": [int(i) for i in batched.member_iterations],
+                "max_relative_difference": float(np.max(np.abs(np.asarray(batched.objective) - loop_values)
+                                                        / np.abs(loop_values)))}
+    return {"target_gap": GAP, "feasibility": FEASIBILITY, "main": main, "scaling": scaling, "ensemble": ensemble}
+
+
+def format_relu_bench(results: dict) -> str:
+    """A short table of :func:`run_relu_bench`'s figures."""
+    m, e = results["main"], results["ensemble"]
+    return "\n".join([
+        f"ReLU program (cone constraints), n={m['n']}, d={m['d']}, P={m['patterns']}, certified gap {GAP:g}, "
+        f"violation {FEASIBILITY:g}",
+        f"  cvxpy + Clarabel  {m['clarabel_seconds']:8.2f} s   ({m['clarabel_status']})",
+        f"  augmented Lagrangian {m['al_seconds']:5.2f} s   {m['al_iterations']} iterations ({m['al_status']}), "
+        f"certified gap {m['al_certified_gap']:.1e}, gap to Clarabel {m['gap_to_clarabel']:+.1e}, "
+        f"violation {m['al_violation']:.1e}",
+        f"  speedup           {m['speedup']:8.1f} x",
+        "  AL scaling in n:        " + ", ".join(f"{s['n']}: {s['seconds']:.2f} s ({s['iterations']} it, {s['status']})"
+                                             for s in results["scaling"]["n"]),
+        "  AL scaling in patterns: " + ", ".join(f"{s['patterns']}: {s['seconds']:.2f} s ({s['iterations']} it, "
+                                             f"{s['status']})" for s in results["scaling"]["patterns"]),
+        f"  ensemble of {e['members']} (n={e['n']}, P={e['patterns']}): batched {e['batched_seconds']:.2f} s, "
+        f"{e['members']} calls {e['loop_seconds']:.2f} s, speedup {e['speedup']:.1f} x"])
 
 
 def format_convex_bench(results: dict) -> str:
@@ -114,4 +217,6 @@ def format_convex_bench(results: dict) -> str:
                                                         for s in results["scaling"]["patterns"]),
              f"  ensemble of {e['members']} (n={e['n']}, P={e['patterns']}): batched {e['batched_seconds']:.2f} s, "
              f"{e['members']} calls {e['loop_seconds']:.2f} s, speedup {e['speedup']:.1f} x"]
+    if "relu" in results:
+        lines.append(format_relu_bench(results["relu"]))
     return "\n".join(lines)

@@ -7,7 +7,9 @@ the two-layer ReLU program of :mod:`theory.convex.relu` whose output is the
 block's auxiliary head. Its recovered neurons :math:`U_{k,c}` (all classes
 together, ``m_k`` rows) give the features passed up,
 :math:`H_k = \mathrm{relu}([H_{k-1}, 1]\,U_k^T)`, and its heads :math:`\alpha_{k,c}`
-the block's prediction :math:`\hat Y_k = \big[H_k^{(c)}\alpha_{k,c}\big]_c`.
+the block's prediction :math:`\hat Y_k = \big[H_k^{(c)}\alpha_{k,c}\big]_c`. With ``head="vector"``
+a block is instead one vector-output network, all classes reading one hidden layer
+(:func:`vector_block`, :mod:`theory.convex.vector`).
 
 Proposition 3.1 of Belilovsky et al. (2019) with weight decay (ours): the
 identity is representable, since :math:`H_k \ge 0` and the all-ones pattern
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .relu import two_layer_relu, two_layer_relu_columns
+from .relu import ReluCertificate, two_layer_relu, two_layer_relu_columns
 
 
 def with_bias(H) -> np.ndarray:
@@ -87,6 +89,36 @@ def one_vs_all(H, Y, beta: float, *, arrangements=40, solver: str = "auto", seed
     return ConvexBlock(U, heads, columns, objectives, certs, float(beta))
 
 
+def vector_block(H, Y, beta: float, *, arrangements=40, solver: str = "auto", seed: int = 0,
+                 polish_steps: int = 500) -> ConvexBlock:
+    r"""One block with a shared hidden layer: :func:`theory.convex.vector.two_layer_relu_vector` on ``[H, 1]``.
+
+    The identity on the columns of ``H`` is offered to the refit, so with ``H >= 0`` the block's
+    objective is at most the previous block's loss plus :math:`\beta\sum_j\lVert a_j\rVert` (Prop. 3.1
+    for the vector head, up to the refit's tolerance). Its one "certificate" holds the sandwich: the
+    network's objective and the certified gated lower bound over the sampled patterns (loose: a bound
+    for the networks whose patterns were sampled, not for every network; the gated program is solved to a
+    relative gap of 1e-4 only: it supplies the directions, the refit and the polish the network).
+    """
+    from .vector import two_layer_relu_vector
+
+    Xb = with_bias(H)
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim != 2 or Y.shape[0] != Xb.shape[0]:
+        raise ValueError(f"Y must be (n, k) with n = {Xb.shape[0]} rows, got shape {np.shape(Y)}")
+    identity = np.eye(Xb.shape[1])[:-1]
+    sol = two_layer_relu_vector(Xb, Y, beta, arrangements=arrangements, solver=solver, seed=seed,
+                                extra_directions=identity, polish_steps=polish_steps, gated_tolerance=1e-4)
+    U, A = sol.network()
+    cert = ReluCertificate(sol.upper_bound, sol.lower_bound, sol.gap, 0.0, sol.status, 1e-6)
+    columns = np.arange(U.shape[0])
+    return ConvexBlock(U, [A[:, c] for c in range(Y.shape[1])], [columns] * Y.shape[1], [sol.upper_bound], [cert],
+                       float(beta))
+
+
+HEADS = ("ova", "vector")
+
+
 def _all_features(block: ConvexBlock, H) -> np.ndarray:
     return block.features(H)
 
@@ -115,13 +147,17 @@ class ConvexGreedy:
 
 
 def convex_greedy(X, Y, beta: float, n_blocks: int, *, arrangements=40, solver: str = "auto",
-                  seed: int = 0) -> ConvexGreedy:
-    r"""Train ``n_blocks`` blocks greedily, each by :func:`one_vs_all` (module docstring).
+                  seed: int = 0, head: str = "ova") -> ConvexGreedy:
+    r"""Train ``n_blocks`` blocks greedily, each by :func:`one_vs_all` (module docstring) or, with
+    ``head="vector"``, by :func:`vector_block` (one shared hidden layer for all outputs).
 
     ``Y`` ``(n, k)`` (one-hot labels, or any real targets; a vector is one column).
     """
     if not (isinstance(n_blocks, (int, np.integer)) and n_blocks >= 1):
         raise ValueError(f"n_blocks must be an integer >= 1, got {n_blocks!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+    fit_block = one_vs_all if head == "ova" else vector_block
     Y = np.asarray(Y, dtype=float)
     Y = Y[:, None] if Y.ndim == 1 else Y
     n = Y.shape[0]
@@ -129,16 +165,21 @@ def convex_greedy(X, Y, beta: float, n_blocks: int, *, arrangements=40, solver: 
     H = np.asarray(X, dtype=float)
     previous = None
     for k in range(n_blocks):
-        block = one_vs_all(H, Y, beta, arrangements=arrangements, solver=solver, seed=seed + 1000 * k)
+        block = fit_block(H, Y, beta, arrangements=arrangements, solver=solver, seed=seed + 1000 * k)
         pred = block.predict(H)
         out.blocks.append(block)
         out.risks.append(float(np.sum((pred - Y) ** 2) / (2 * n)))
         out.objectives.append(float(np.sum(block.objectives)))
         if previous is not None:
             prev_block, prev_pred = previous
-            bounds = [0.5 * float(np.sum((prev_pred[:, c] - Y[:, c]) ** 2))
-                      + beta * (np.linalg.norm(np.maximum(a, 0)) + np.linalg.norm(np.minimum(a, 0)))
-                      for c, a in enumerate(prev_block.heads)]
+            if head == "ova":
+                bounds = [0.5 * float(np.sum((prev_pred[:, c] - Y[:, c]) ** 2))
+                          + beta * (np.linalg.norm(np.maximum(a, 0)) + np.linalg.norm(np.minimum(a, 0)))
+                          for c, a in enumerate(prev_block.heads)]
+            else:  # the identity neurons e_j with output rows a_j: beta sum_j ||a_j||
+                heads = np.stack(prev_block.heads, axis=1)
+                bounds = [0.5 * float(np.sum((prev_pred - Y) ** 2))
+                          + beta * float(np.sum(np.linalg.norm(heads, axis=1)))]
             out.bounds.append(float(np.sum(bounds)))
             out.bound_violations.append(max((p - b) / max(1.0, b) for p, b in zip(block.objectives, bounds)))
         previous = (block, pred)

@@ -67,7 +67,7 @@ import numpy as np
 
 from . import arrangements as arr
 
-SOLVERS = ("auto", "cvxpy", "fista")
+SOLVERS = ("auto", "cvxpy", "fista", "al")
 #: ``solver="auto"`` uses cvxpy + Clarabel when n * P * d is at most this, the first-order solver above.
 CVXPY_MAX_SIZE = 200_000
 #: Clarabel's tolerances (absolute and relative gap, feasibility).
@@ -459,6 +459,9 @@ def gated_relu(X, y, beta: float, *, arrangements="exact", solver: str = "auto",
     x, t, beta = _check_problem(X, y, beta)
     mask, gates, label, exact = patterns(x, arrangements, seed=seed)
     solver = _pick_solver(solver, x, mask)
+    if solver == "al":
+        raise ValueError("solver='al' solves the ReLU program (two_layer_relu); the gated program allows "
+                         "'auto', 'cvxpy' or 'fista'")
     start = time.perf_counter()
     if solver == "cvxpy":
         u, _, status, lam = solve_cvxpy(x, t, beta, mask, gated=True)
@@ -566,8 +569,11 @@ def two_layer_relu(X, y, beta: float, *, arrangements="exact", solver: str = "au
         array of given gates ``(d, P)``.
     solver : ``"cvxpy"`` (Clarabel, the oracle), ``"fista"`` (gated relaxation by
         :func:`theory.convex.first_order.fista_gated`, then the cone decomposition: feasible,
-        optimal when the decomposition is exact, certified by the gap either way) or ``"auto"``
-        (cvxpy when n * P * d <= :data:`CVXPY_MAX_SIZE`).
+        optimal when the decomposition is exact, certified by the gap either way), ``"al"`` (the
+        ReLU program itself by the augmented Lagrangian method,
+        :func:`theory.convex.augmented.al_relu`: optimal to the certified gap, feasible to
+        ``tolerance`` relatively, not exactly) or ``"auto"`` (cvxpy when n * P * d <=
+        :data:`CVXPY_MAX_SIZE`, else ``"fista"``).
 
     Returns
     -------
@@ -585,8 +591,23 @@ def two_layer_relu(X, y, beta: float, *, arrangements="exact", solver: str = "au
         cert = certify_point(x, t, beta, mask, v, w, status=status, tolerance=tolerance, dual_point=lam)
         return ReluSolution(cert.primal, v, w, mask, gates, cert, label, exact, solver,
                             time.perf_counter() - start, beta, extra={"X": x})
+    if solver == "al":
+        return _solve_al(x, t, beta, mask, gates, label, exact, tolerance, start)
     gated = gated_relu(x, t, beta, arrangements=arrangements, solver="fista", seed=seed, tolerance=tolerance)
     gated.extra["y"] = t
     out = cone_decompose(x, gated, y=t, tolerance=tolerance)
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _solve_al(x, t, beta, mask, gates, label, exact, tolerance, start) -> ReluSolution:
+    """The ``solver="al"`` path of :func:`two_layer_relu`; the certificate's bound is the AL's own dual point."""
+    from .augmented import al_relu
+
+    res = al_relu(x, t, beta, mask, tol=tolerance)
+    v, w = np.asarray(res.V), np.asarray(res.W)
+    primal = convex_objective(x, t, beta, mask, v, w)
+    bound = float(res.lower_bound)
+    cert = ReluCertificate(primal, bound, primal - bound, cone_violation(x, mask, v, w), res.status, tolerance)
+    return ReluSolution(primal, v, w, mask, gates, cert, label, exact, "al", time.perf_counter() - start, beta,
+                        extra={"iterations": res.iterations, "outer": res.outer, "rho": float(res.rho)})

@@ -8,7 +8,8 @@ r"""Experiments of the convex view: ``convex-vs-gd`` and ``convex-layerwise``.
     the best runs approach it once the width reaches :math:`m^*`.
 ``convex-layerwise``
     Greedy layerwise training by convex steps (:mod:`theory.convex.layerwise`,
-    one-vs-all scalar programs on the one-hot labels, squared loss, sampled
+    one-vs-all scalar programs on the one-hot labels, or with ``--set head=vector``
+    one vector-output block per layer (:mod:`theory.convex.vector`); squared loss, sampled
     arrangements) against SGD-trained greedy, DGL and end-to-end BP
     (:func:`sim.parallel.train_blocks`, cross-entropy, linear heads) on the same
     block architecture, on the nonlinear teacher task or the hierarchical
@@ -158,11 +159,13 @@ def _block_accuracies(net, x, y) -> list:
                 "training risk, test accuracy, the bound of Belilovsky et al.'s Prop. 3.1 and the certificates, "
                 "against SGD greedy, DGL and BP on the same blocks.",
     defaults={"task": "teacher", "n_train": 150, "n_test": 1000, "n_inputs": 10, "n_classes": 3, "n_blocks": 3,
-              "beta": 0.05, "arrangements": 16, "sgd_width": 64, "sgd_epochs": 60, "batch_size": 32, "lr": 0.05},
+              "beta": 0.05, "arrangements": 16, "sgd_width": 64, "sgd_epochs": 60, "batch_size": 32, "lr": 0.05,
+              "head": "ova"},
     schema={"task": choice("teacher", "hierarchical"), "n_train": integer(10, 5000), "n_test": integer(1),
             "n_inputs": integer(1, 200), "n_classes": integer(2, 20), "n_blocks": integer(1, 8),
             "beta": real(0, lo_open=True), "arrangements": integer(1, 2000), "sgd_width": integer(1, 4096),
-            "sgd_epochs": integer(1), "batch_size": integer(1), "lr": real(0, lo_open=True)},
+            "sgd_epochs": integer(1), "batch_size": integer(1), "lr": real(0, lo_open=True),
+            "head": choice("ova", "vector")},
     quick={"n_train": 80, "n_test": 200, "n_blocks": 2, "arrangements": 12, "sgd_epochs": 10, "sgd_width": 16},
     default_seeds=2,
 )
@@ -172,8 +175,10 @@ def convex_layerwise(settings: dict, ctx: Context) -> ExperimentResult:
     sgd = []
     for s in range(ctx.n_seeds):
         x, y, x_test, y_test = _task(settings, ctx.seed + s)
+        vector = settings["head"] == "vector"  # one shared hidden layer per block (theory.convex.vector)
         result = layerwise.convex_greedy(x, y, float(settings["beta"]), k, arrangements=int(settings["arrangements"]),
-                                         solver="cvxpy", seed=ctx.seed + s)
+                                         solver="auto" if vector else "cvxpy", seed=ctx.seed + s,
+                                         head=settings["head"])
         for b, block in enumerate(result.blocks):
             risks[b, s] = result.risks[b]
             train_acc[b, s] = np.mean(np.argmax(result.predict(x, b + 1), 1) == np.argmax(y, 1))
@@ -202,8 +207,12 @@ def convex_layerwise(settings: dict, ctx: Context) -> ExperimentResult:
     metrics = {"task": settings["task"], "training_risk": risks.tolist(), "train_accuracy": train_acc.tolist(),
                "test_accuracy": test_acc.tolist(), "max_certificate_relative_gap": gaps.tolist(),
                "prop31_bound_violation": bound_viol.tolist(), "block_widths": widths.tolist(), "sgd": sgd,
-               "loss": "convex: squared loss on one-hot targets, one-vs-all scalar programs; SGD: cross-entropy"}
-    summary = (f"convex greedy on {settings['task']}: training risk per block {np.round(risks.mean(1), 4).tolist()}, "
+               "head": settings["head"],
+               "loss": "convex: squared loss on one-hot targets, " + ("one-vs-all scalar programs"
+                       if settings["head"] == "ova" else "vector-output blocks (gated program, refit, polish)")
+                       + "; SGD: cross-entropy"}
+    summary = (f"convex greedy ({settings['head']} head) on {settings['task']}: training risk per block "
+               f"{np.round(risks.mean(1), 4).tolist()}, "
                f"test accuracy {np.round(test_acc.mean(1), 3).tolist()}, worst certificate gap {gaps.max():.1e}, "
                f"worst Prop. 3.1 bound violation {bound_viol.max():.1e}; SGD final test accuracy "
                + ", ".join(f"{r} {np.mean(v['test_accuracy']):.3f}" for r, v in sgd.items()))
