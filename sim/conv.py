@@ -46,20 +46,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import member_rngs, namespace, to_device
+from .divergence import DIVERGENCE_FACTOR
 from .nn import check_activation, check_loss, loss_and_error, times_derivative
 
 CONV_RULES = ("bp", "fa", "dfa", "usf", "frsf", "brsf", "kp", "drtp")
 LAYERWISE = ("fa", "usf", "frsf", "brsf", "kp")
 DIRECT = ("dfa", "drtp")
+#: Rules whose hidden layers learn from trained modules (:mod:`sim.conv_local`); their ``feedback`` is the modules.
+LOCAL_RULES = ("sg", "cdni", "dgl")
 
 
 @dataclass(frozen=True)
 class ConvNet:
-    """Kernels and dense weights of an ensemble, and each convolution's ``(stride, padding)``."""
+    """Kernels and dense weights of an ensemble, each convolution's ``(stride, padding)``, and optional biases.
+
+    ``biases`` (or ``None``): one per layer, ``(E, O)`` for a convolution (one
+    per output channel, shared by its positions) and ``(E, n_l)`` for a dense layer.
+    """
 
     weights: tuple
     geometry: tuple  # ((stride_h, stride_w), (pad_h, pad_w)) per convolution, in order
     activation: str = "tanh"
+    biases: tuple | None = None
 
     @property
     def n_conv(self) -> int:
@@ -141,15 +149,21 @@ def kernel_update(delta, cols, kernel_shape):
 
 
 def init_convnet(channels, kernels, strides, paddings, dense, input_shape, n_members=1, *, seed=0,
-                 activation="tanh", scale=1.0, xp=None, dtype="float64") -> ConvNet:
-    """An ensemble of convolutional networks with Gaussian weights of variance ``scale^2 / fan_in``.
+                 activation="tanh", scale=1.0, xp=None, dtype="float64", bias=False, init="normal") -> ConvNet:
+    r"""An ensemble of convolutional networks with weights of variance ``scale^2 / fan_in``.
 
     ``channels`` ``[C_0, C_1, ..., C_k]`` (``C_0`` the input's), one kernel
     size, stride and padding per convolution, ``dense`` the widths of the
     dense layers after the flattened last convolution (the last is the output),
     ``input_shape`` ``(H, W)``. Member ``m`` draws from its ``"init"`` stream.
+    ``init="normal"``: Gaussian weights, zero biases (with ``bias``).
+    ``init="uniform"``: PyTorch's default for ``Conv1d`` / ``Conv2d`` / ``Linear``,
+    weights and biases uniform on :math:`\pm\,\mathrm{scale}/\sqrt{\mathrm{fan\_in}}`
+    (variance ``scale^2 / (3 fan_in)``).
     """
     check_activation(activation)
+    if init not in ("normal", "uniform"):
+        raise ValueError(f"init must be 'normal' or 'uniform', got {init!r}")
     if xp is None:
         from .backend import get_namespace
 
@@ -165,11 +179,19 @@ def init_convnet(channels, kernels, strides, paddings, dense, input_shape, n_mem
     sizes = [channels[-1] * height * width, *dense]
     shapes += [(b, a) for a, b in zip(sizes[:-1], sizes[1:])]
     host = [np.empty((n_members, *shape)) for shape in shapes]
+    host_biases = [np.zeros((n_members, shape[0])) for shape in shapes]
     for m, rng in enumerate(rngs):
-        for arr, shape in zip(host, shapes):
+        for arr, arr_b, shape in zip(host, host_biases, shapes):
             fan_in = int(np.prod(shape[1:]))
-            arr[m] = rng.normal(0.0, scale / np.sqrt(fan_in), size=shape)
-    return ConvNet(tuple(to_device(a, xp, dtype) for a in host), tuple(geometry), activation)
+            if init == "normal":
+                arr[m] = rng.normal(0.0, scale / np.sqrt(fan_in), size=shape)
+            else:
+                bound = scale / np.sqrt(fan_in)
+                arr[m] = rng.uniform(-bound, bound, size=shape)
+                if bias:  # drawn only with biases, so that the weights of bias=False stay the same
+                    arr_b[m] = rng.uniform(-bound, bound, size=shape[0])
+    biases = tuple(to_device(b, xp, dtype) for b in host_biases) if bias else None
+    return ConvNet(tuple(to_device(a, xp, dtype) for a in host), tuple(geometry), activation, biases)
 
 
 def _hidden(a, activation):
@@ -180,6 +202,7 @@ def _hidden(a, activation):
 def forward(net: ConvNet, x):
     """Outputs ``(E, B, n_L)``, and per layer its input (patches for a convolution) and output ``h``."""
     xp = namespace(x, *net.weights)
+    biases = net.biases
     n_members = net.weights[0].shape[0]
     h = x if x.ndim == 5 else xp.broadcast_to(x, (n_members, *x.shape))
     inputs, outputs, shapes = [], [], []
@@ -192,12 +215,16 @@ def forward(net: ConvNet, x):
             a = xp.reshape(xp.matmul(cols, xp.matrix_transpose(xp.reshape(w, (n_members, w.shape[1], -1)))),
                            (n_members, h.shape[1], oh, ow, w.shape[1]))
             a = xp.permute_dims(a, (0, 1, 4, 2, 3))
+            if biases is not None:
+                a = a + biases[i][:, None, :, None, None]
         else:
             if h.ndim == 5:
                 h = xp.reshape(h, (n_members, h.shape[1], -1))
             inputs.append(h)
             shapes.append(None)
             a = xp.matmul(h, xp.matrix_transpose(w))
+            if biases is not None:
+                a = a + biases[i][:, None, :]
         h = a if i == len(net.weights) - 1 else _hidden(a, net.activation)
         outputs.append(h)
     return outputs[-1], inputs, outputs, shapes
@@ -216,16 +243,28 @@ def backward_kernels(rule: str, weights, feedback) -> list:
 
 
 def conv_updates(rule: str, net: ConvNet, x, y, *, loss: str = "ce", feedback=None):
-    """The updates ``dW_1 .. dW_L`` (kernels and dense weights) of ``rule`` on the batch ``(x, y)``, and the loss.
+    r"""The updates ``dW_1 .. dW_L`` (kernels and dense weights) of ``rule`` on the batch ``(x, y)``, and the loss.
 
     ``feedback``: for ``fa`` / ``kp`` the backward kernels and matrices
     ``M_2 .. M_L`` (shapes of ``W_2 .. W_L``); for ``frsf`` / ``brsf`` the
     magnitudes ``R`` of those shapes; for ``dfa`` / ``drtp`` ``B_1 .. B_{L-1}``
     of shape ``(size_l, n_L)`` (``size_l`` the flattened layer output);
     ``bp`` and ``usf`` need none. See the module docstring for each signal.
+    For ``sg``, ``cdni``, ``dgl`` (:data:`LOCAL_RULES`) ``feedback`` is the trained
+    modules (:func:`sim.conv_local.init_conv_modules`) and their gradients
+    follow the layers' in the list (:func:`sim.conv_local.local_updates`).
+    With biases (``net.biases``), their updates follow the weights' in the
+    returned list (``dW_1 .. dW_L, db_1 .. db_L``): :math:`\Delta b =
+    \operatorname{mean}_b \sum_q \delta_{b,q}` for a convolution,
+    :math:`\operatorname{mean}_b \delta_b` for a dense layer.
     """
+    if rule in LOCAL_RULES:  # the modules' gradients follow in the list (sim.conv_local)
+        from .conv_local import local_updates
+
+        return local_updates(rule, net, x, y, loss=loss, modules=feedback)
     if rule not in CONV_RULES:
-        raise ValueError(f"unknown rule {rule!r} for convolutional networks; allowed: {', '.join(CONV_RULES)}")
+        raise ValueError(f"unknown rule {rule!r} for convolutional networks; allowed: "
+                         f"{', '.join(CONV_RULES + LOCAL_RULES)}")
     check_loss(loss)
     if rule not in ("bp", "usf") and feedback is None:
         raise ValueError(f"rule {rule!r} needs feedback (see sim.conv.draw_conv_feedback)")
@@ -254,6 +293,8 @@ def conv_updates(rule: str, net: ConvNet, x, y, *, loss: str = "ce", feedback=No
             updates.append(kernel_update(delta, inputs[i], w.shape))
         else:
             updates.append(xp.matmul(xp.matrix_transpose(delta), inputs[i]) / batch)
+    if net.biases is not None:
+        updates += [xp.sum(d, axis=(1, 3, 4)) / batch if d.ndim == 5 else xp.sum(d, axis=1) / batch for d in deltas]
     return updates, losses
 
 
@@ -266,6 +307,8 @@ def draw_conv_feedback(rule: str, net: ConvNet, input_shape, *, seed: int = 0, s
     """
     if rule in ("bp", "usf"):
         return None
+    if rule in LOCAL_RULES:
+        raise ValueError(f"rule {rule!r} learns from trained modules: sim.conv_local.init_conv_modules")
     xp = namespace(*net.weights)
     n_members = net.weights[0].shape[0]
     if rule in DIRECT:
@@ -286,60 +329,177 @@ def draw_conv_feedback(rule: str, net: ConvNet, input_shape, *, seed: int = 0, s
 
 def train_convnet(net: ConvNet, x, y, *, rule: str, steps: int, lr: float, batch_size: int, feedback=None,
                   seed: int = 0, weight_decay: float = 0.0, loss: str = "ce", test=None,
-                  record_every: int = 100) -> tuple[ConvNet, dict, list | None]:
-    r"""SGD on every member of a convolutional ensemble with ``rule``: ``W <- W - lr (dW + wd W)``.
+                  record_every: int = 100, optimizer: str = "sgd", betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                  divergence_factor: float = DIVERGENCE_FACTOR) -> tuple[ConvNet, dict, list | None]:
+    r"""Train every member of a convolutional ensemble with ``rule``, by SGD or Adam, as :func:`sim.train.train` does.
 
     ``x`` ``(N, C, H, W)`` and one-hot ``y`` ``(N, n_L)`` on the host (shared
     by the members); minibatches are drawn from the run's ``"batches"``
-    stream of ``seed``. ``kp`` moves its backward kernels by
-    :math:`-\mathrm{lr}(\Delta W + \mathrm{wd}\,B)`; ``brsf`` redraws its
-    magnitudes before every step (member streams ``"feedback_batch"``).
-    Every ``record_every`` steps (and at the end) the loss and accuracy of each
-    member on ``test = (x, y)`` (default: the training data) are recorded.
-    Returns the trained network, ``{"steps", "loss", "accuracy"}`` (host
-    arrays ``(T,)``, ``(T, E)``, ``(T, E)``) and the last feedback.
-    Members are not checked for divergence (their metrics become ``nan``).
-    """
-    from .backend import shared_rng, to_host
-    from .nn import accuracy
+    stream of ``seed``. ``optimizer="sgd"``: :math:`W \leftarrow W - \mathrm{lr}
+    (\Delta W + \mathrm{wd}\, W)`; ``"adam"``: Adam on the rule's updates
+    (:mod:`sim.optim`, ``betas``, ``eps``), the weight decay decoupled
+    (:math:`\mathrm{lr}\,\mathrm{wd}\, W` more); biases (``net.biases``) move
+    alike, without decay. ``kp`` moves its backward kernels by the same step as
+    the weights they mirror (:math:`-\mathrm{lr}(\Delta W + \mathrm{wd}\,B)` by
+    SGD); ``brsf`` redraws its magnitudes before every step (member streams
+    ``"feedback_batch"``). ``sg``, ``cdni``, ``dgl`` (:mod:`sim.conv_local`):
+    ``feedback`` is their modules, which take a step by the same optimizer from
+    the same forward pass (times their ``lr_scale``); the trained modules are
+    returned as the last feedback.
 
+    Every ``record_every`` steps (and at the end) each member is measured on
+    ``test = (x, y)`` (default: the training data): ``loss`` and ``accuracy``
+    ``(T, E)``, and ``gradient_angle`` ``(T, E, L)``, the angle in degrees
+    between the rule's update of each layer's weights and BP's on that set
+    (:func:`sim.metrics.layer_angles`; 0 for ``bp``).
+
+    A member *diverges* (:mod:`sim.divergence`) when its training loss becomes
+    non-finite or exceeds ``divergence_factor`` times its first loss, or its
+    weights become non-finite (checked at every record): it is frozen from that
+    step on, its recorded metrics are ``nan`` from then, and it is listed in
+    ``record["diverged"]`` (:class:`sim.divergence.Divergence`, worded by
+    :func:`sim.divergence.divergence_message`). A stop requested by a signal
+    (:mod:`sim.interrupt`) is honoured between steps, the records so far kept.
+
+    Returns the trained network, ``{"steps", "loss", "accuracy",
+    "gradient_angle", "diverged"}`` (host arrays with ``T`` records, and the
+    list of divergences) and the last feedback.
+    """
+    from types import SimpleNamespace
+
+    from . import interrupt
+    from .backend import check_seed, shared_rng, to_host
+    from .divergence import (LOSS_EXCEEDED, LOSS_NON_FINITE, WEIGHTS_NON_FINITE, check_divergence_factor,
+                             collect_divergences, mask_diverged)
+    from .metrics import layer_angles
+    from .nn import accuracy
+    from .optim import OPTIMIZERS, adam_moments, adam_steps, check_adam
+    from .stepper import sgd_step
+
+    if rule in LOCAL_RULES:
+        from .conv_local import check_modules
+
+        check_modules(rule, net, feedback)
+    elif rule not in CONV_RULES:
+        raise ValueError(f"unknown rule {rule!r} for convolutional networks; allowed: "
+                         f"{', '.join(CONV_RULES + LOCAL_RULES)}")
+    if rule not in ("bp", "usf") and feedback is None:
+        raise ValueError(f"rule {rule!r} needs feedback (see sim.conv.draw_conv_feedback)")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    for name, value, low in (("steps", steps, 0), ("batch_size", batch_size, 1), ("record_every", record_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating) \
+                or not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
+    check_seed(seed)
+    beta1, beta2, eps = check_adam(betas, eps)
+    factor = check_divergence_factor(divergence_factor)
     xp = namespace(*net.weights)
     dtype = str(net.weights[0].dtype).split(".")[-1]
+    n_members, n_layers = net.weights[0].shape[0], len(net.weights)
     x_dev, y_dev = to_device(np.asarray(x), xp, dtype), to_device(np.asarray(y), xp, dtype)
     x_obs, y_obs = (x_dev, y_dev) if test is None else (to_device(np.asarray(test[0]), xp, dtype),
                                                           to_device(np.asarray(test[1]), xp, dtype))
     rng = shared_rng(seed, "batches")
-    redraw = member_rngs(seed, net.weights[0].shape[0], "feedback_batch") if rule == "brsf" else None
-    weights = [xp.asarray(w, copy=True) for w in net.weights]
-    record = {"steps": [], "loss": [], "accuracy": []}
+    redraw = member_rngs(seed, n_members, "feedback_batch") if rule == "brsf" else None
+    params = [xp.asarray(p, copy=True) for p in [*net.weights, *(net.biases or ())]]
+    n_main = len(params)  # rules with modules (sim.conv_local) train them after the weights and biases
+    if rule in LOCAL_RULES:
+        params += [xp.asarray(p, copy=True) for p in feedback.arrays()]
+    if rule == "kp" and feedback is not None:  # learned: a private copy (moved in place on numpy)
+        feedback = [xp.asarray(b, copy=True) for b in feedback]
+    moments = [xp.zeros_like(p) for _ in range(2) for p in params] if optimizer == "adam" else None
+    alive = xp.ones((n_members,), dtype=xp.bool)
+    first_bad = np.full(n_members, -1)
+    reasons = np.zeros(n_members, dtype=np.int8)
+    limit = None
+    record = {"steps": [], "loss": [], "accuracy": [], "gradient_angle": []}
+
+    def current():
+        biases = None if net.biases is None else tuple(params[n_layers:n_main])
+        return ConvNet(tuple(params[:n_layers]), net.geometry, net.activation, biases)
+
+    def freeze(bad, step, code):  # host bookkeeping of the members found diverged at ``step``
+        bad = to_host(bad) & (first_bad < 0)
+        first_bad[bad], reasons[bad] = step, code
+        return xp.asarray(first_bad < 0)
 
     def observe(step):
-        current = ConvNet(tuple(weights), net.geometry, net.activation)
-        y_hat = forward(current, x_obs)[0]
-        losses, _ = loss_and_error(y_hat, y_obs, loss)
+        nonlocal alive
+        finite = xp.ones((n_members,), dtype=xp.bool)
+        for p in params:
+            finite = finite & xp.all(xp.isfinite(p), axis=tuple(range(1, p.ndim)))
+        alive = alive & freeze(~finite, step, WEIGHTS_NON_FINITE)
+        net_now = current()
+        signals = feedback.with_arrays(params[n_main:]) if rule in LOCAL_RULES else feedback
+        bp, losses = conv_updates("bp", net_now, x_obs, y_obs, loss=loss)
+        own = bp if rule == "bp" else conv_updates(rule, net_now, x_obs, y_obs, loss=loss, feedback=signals)[0]
         record["steps"].append(step)
         record["loss"].append(to_host(losses))
-        record["accuracy"].append(to_host(accuracy(y_hat, y_obs)))
+        record["accuracy"].append(to_host(accuracy(forward(net_now, x_obs)[0], y_obs)))
+        record["gradient_angle"].append(to_host(layer_angles(own[:n_layers], bp[:n_layers])))
+
+    def records(diverged):
+        out = {k: np.asarray(v) for k, v in record.items() if k != "steps"}
+        return mask_diverged(out, record["steps"], diverged)
 
     order = rng.permutation(x.shape[0])
     cursor = 0
-    for step in range(steps):
-        if step % record_every == 0:
-            observe(step)
-        if cursor + batch_size > len(order):
-            order, cursor = rng.permutation(x.shape[0]), 0
-        idx = xp.asarray(order[cursor:cursor + batch_size])
-        cursor += batch_size
-        if redraw is not None:
-            host = [np.stack([r.normal(0.0, 1.0 / np.sqrt(w.shape[1]), size=w.shape[1:]) for r in redraw])
-                    for w in weights[1:]]
-            feedback = [to_device(h, xp, dtype) for h in host]
-        current = ConvNet(tuple(weights), net.geometry, net.activation)
-        updates, _ = conv_updates(rule, current, xp.take(x_dev, idx, axis=0), xp.take(y_dev, idx, axis=0),
-                                  loss=loss, feedback=feedback)
-        if rule == "kp":
-            feedback = [b - lr * (u + weight_decay * b) for b, u in zip(feedback, updates[1:])]
-        weights = [w - lr * (u + weight_decay * w) for w, u in zip(weights, updates)]
-    observe(steps)
-    out = {k: np.asarray(v) for k, v in record.items()}
-    return ConvNet(tuple(weights), net.geometry, net.activation), out, feedback
+    try:
+        with np.errstate(all="ignore"), interrupt.polling():
+            for step in range(steps):
+                interrupt.check()  # a signal stops the loop here, between whole steps
+                if step % record_every == 0:
+                    observe(step)
+                    if not bool(xp.any(alive)):
+                        break
+                if cursor + batch_size > len(order):
+                    order, cursor = rng.permutation(x.shape[0]), 0
+                idx = xp.asarray(order[cursor:cursor + batch_size])
+                cursor += batch_size
+                if redraw is not None:
+                    host = [np.stack([r.normal(0.0, 1.0 / np.sqrt(w.shape[1]), size=w.shape[1:]) for r in redraw])
+                            for w in params[1:n_layers]]
+                    feedback = [to_device(h, xp, dtype) for h in host]
+                if rule in LOCAL_RULES:
+                    feedback = feedback.with_arrays(params[n_main:])
+                updates, losses = conv_updates(rule, current(), xp.take(x_dev, idx, axis=0),
+                                               xp.take(y_dev, idx, axis=0), loss=loss, feedback=feedback)
+                if limit is None:  # the first step sets the bound (none from a zero loss)
+                    limit = xp.where(losses > 0, factor * losses, xp.full(losses.shape, np.inf, dtype=losses.dtype))
+                bad = alive & ~(losses < limit)  # false for a nan or inf loss too
+                if bool(xp.any(bad)):
+                    code = xp.where(xp.isfinite(losses), xp.asarray(LOSS_EXCEEDED, dtype=xp.int8),
+                                    xp.asarray(LOSS_NON_FINITE, dtype=xp.int8))
+                    hit = to_host(bad) & (first_bad < 0)
+                    first_bad[hit], reasons[hit] = step, to_host(code)[hit]
+                    alive = alive & ~bad
+                if moments is not None:
+                    first, second = adam_moments(moments[:len(params)], moments[len(params):], updates, beta1, beta2)
+                    moves = adam_steps(first, second, step + 1, xp.full((n_members,), float(lr), dtype=params[0].dtype),
+                                       beta1, beta2, eps)
+                    moments = first + second
+                else:
+                    moves = [lr * u for u in updates]
+                if rule in LOCAL_RULES and feedback.lr_scale != 1.0:
+                    moves = moves[:n_main] + [feedback.lr_scale * m for m in moves[n_main:]]
+                if rule == "kp":  # B follows the step of the weight it mirrors, and decays alike
+                    feedback = sgd_step(list(feedback), [m + lr * weight_decay * b for m, b in
+                                                         zip(moves[1:n_layers], feedback)], alive)
+                if weight_decay:
+                    moves = [m + lr * weight_decay * w for m, w in zip(moves[:n_layers], params)] + moves[n_layers:]
+                params = sgd_step(params, moves, alive)
+            else:
+                observe(steps)
+    except interrupt.RunInterrupted:  # keep the records so far for the shell (sim.interrupt.journal)
+        interrupt.record(f"cnn {rule}", SimpleNamespace(steps=np.asarray(record["steps"]), metrics=records([])))
+        raise
+    if rule in LOCAL_RULES:
+        feedback = feedback.with_arrays(params[n_main:])
+    diverged = collect_divergences(first_bad, reasons, factor)
+    out = {"steps": np.asarray(record["steps"]), **records(diverged), "diverged": diverged}
+    interrupt.record(f"cnn {rule}", SimpleNamespace(steps=out["steps"], metrics=records(diverged)))
+    return current(), out, feedback

@@ -154,8 +154,8 @@ def test_ensemble_equals_separate_members(rule):
 def test_unknown_rule_and_missing_feedback():
     net = small_net()
     x, y = batch()
-    with pytest.raises(ValueError, match="unknown rule 'sg' for convolutional networks; allowed: bp, fa"):
-        conv_updates("sg", net, x, y)
+    with pytest.raises(ValueError, match="unknown rule 'hebb' for convolutional networks; allowed: bp, fa"):
+        conv_updates("hebb", net, x, y)
     with pytest.raises(ValueError, match="rule 'fa' needs feedback"):
         conv_updates("fa", net, x, y)
     with pytest.raises(ValueError, match="kernel 9 does not fit an input of 5"):

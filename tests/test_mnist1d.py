@@ -100,9 +100,43 @@ def test_experiment_cnn_part():
     assert set(result.metrics["cnn"]) == {"bp", "usf"}
     assert result.arrays["cnn_bp_test_accuracy"].shape == (4, 2)
     assert "mnist1d_cnn" in result.figures and "CNN bp" in result.summary
+    # per-layer alignment (3 convolutions and the read-out): BP's own update is at 0 degrees, usf's a real angle
+    assert "mnist1d_cnn_alignment" in result.figures
+    bp_angles = result.arrays["cnn_bp_gradient_angle"]
+    assert bp_angles.shape == (4, 2, 4)
+    np.testing.assert_allclose(bp_angles, 0.0, atol=1e-5)  # acos of a rounded 1: at most ~1e-6 degrees in float64
+    usf = result.metrics["cnn"]["usf"]["final_gradient_angle_deg_per_layer"]
+    assert len(usf) == 4 and all(0 < layer["mean"] < 180 for layer in usf[:3])
+    np.testing.assert_allclose(usf[3]["mean"], 0.0, atol=1e-5)  # the read-out's update needs no feedback
     with pytest.raises(ValueError, match=r"setting cnn_lrs=\[\]: needs one step size per CNN rule"):
         run_experiment("mnist1d-rules", context=Context(quick=True, n_seeds=1, progress=False),
                        overrides={"cnn_rules": ["bp"]})
+
+
+def test_experiment_cnn_with_adam_biases_and_pytorch_init():
+    _, result = run_experiment("mnist1d-rules", context=Context(quick=True, n_seeds=2, progress=False),
+                               overrides={"rules": ["bp"], "lrs": [0.3], "steps": 10, "record_every": 20, "n_train": 400,
+                                          "n_test": 200, "cnn_rules": ["bp"], "cnn_lrs": [0.01], "cnn_steps": 60,
+                                          "cnn_optimizer": "adam", "cnn_bias": True, "cnn_init": "uniform"})
+    entry = result.metrics["cnn"]["bp"]
+    assert entry["optimizer"] == "adam" and entry["lr"] == 0.01
+    acc = result.arrays["cnn_bp_test_accuracy"]
+    assert acc.shape == (4, 2) and np.all(acc[-1] > acc[0] + 0.1)  # Adam learns within 60 steps
+
+
+def test_experiment_cnn_with_trained_modules():
+    _, result = run_experiment("mnist1d-rules", context=Context(quick=True, n_seeds=2, progress=False),
+                               overrides={"rules": ["bp"], "lrs": [0.3], "steps": 10, "record_every": 20, "n_train": 400,
+                                          "n_test": 200, "cnn_rules": ["sg", "cdni", "dgl"],
+                                          "cnn_lrs": [0.003, 0.003, 0.003], "cnn_steps": 100, "cnn_optimizer": "adam",
+                                          "cnn_bias": True, "cnn_init": "uniform"})
+    assert set(result.metrics["cnn"]) == {"sg", "cdni", "dgl"}
+    for name in ("sg", "cdni", "dgl"):
+        acc, angles = result.arrays[f"cnn_{name}_test_accuracy"], result.arrays[f"cnn_{name}_gradient_angle"]
+        assert acc.shape == (6, 2) and angles.shape == (6, 2, 4) and not result.diverged
+        assert np.all(acc[-1] > 0.25), (name, acc[-1])  # chance is 0.1
+        np.testing.assert_allclose(angles[..., 3], 0.0, atol=1e-5)  # the read-out learns from the loss, as BP
+        assert np.all((angles[-1, :, :3] > 0) & (angles[-1, :, :3] < 180))
 
 
 def test_experiment_with_adam():

@@ -236,3 +236,65 @@ def test_real_rules_on_fetched_files(tmp_path, mnist_like, monkeypatch):
                                           "record_every": 10, "hidden": [8]})
     assert result.metrics["dataset"] == "mnist"
     assert len(result.metrics["bp"]["test_accuracy"]["members"]) == 2
+
+
+def test_real_rules_lenet_on_fetched_files(tmp_path, mnist_like, monkeypatch):
+    from sim.experiments import Context, run_experiment
+
+    files, _ = mnist_like
+    fetch("mnist", root=tmp_path, download=serve(files))
+    monkeypatch.setenv("BBP_DATA", str(tmp_path))
+    _, result = run_experiment("real-rules", context=Context(quick=True, n_seeds=2, progress=False),
+                               overrides={"arch": "lenet", "rules": ["bp", "fa", "cdni"], "lrs": [0.05, 0.05, 0.01], "steps": 6,
+                                          "batch_size": 2, "record_every": 3})
+    assert result.metrics["arch"] == "lenet" and set(result.metrics["cnn"]) == {"bp", "fa", "cdni"}
+    assert result.arrays["cnn_fa_test_accuracy"].shape == (3, 2)
+    angles = result.arrays["cnn_fa_gradient_angle"]  # 3 convolutions, 2 dense layers
+    assert angles.shape == (3, 2, 5) and np.all((angles[:, :, :4] >= 0) & (angles[:, :, :4] <= 180))
+    np.testing.assert_allclose(result.arrays["cnn_bp_gradient_angle"], 0.0, atol=1e-5)
+    assert {"real_cnn", "real_cnn_alignment"} <= set(result.figures)
+    from sim.plots import figure_problems
+
+    problems = [p for name, fig in result.figures.items() for p in figure_problems(fig, name=name)]
+    assert not problems, "\n".join(problems)
+    for overrides, match in (({"arch": "lenet", "dataset": "mnist1d"}, "LeNet takes images"),
+                             ({"arch": "lenet", "rules": ["hebb"], "lrs": [0.1]}, "hebb")):
+        with pytest.raises(ValueError, match=match):
+            run_experiment("real-rules", context=Context(quick=True, n_seeds=1, progress=False), overrides=overrides)
+
+
+def test_lenet_geometry_and_image_layout():
+    from sim.conv import forward
+    from sim.conv_arch import lenet, to_images
+
+    for shape in ((28, 28, 1), (32, 32, 3)):  # MNIST padded by 2 as biotorch's 32 x 32; CIFAR-10 as it is
+        net = lenet(shape, 10, 2, seed=0)
+        assert [w.shape[1:] for w in net.weights] == [(6, shape[2], 5, 5), (16, 6, 5, 5), (120, 16, 5, 5), (84, 120),
+                                                      (10, 84)]
+        x = np.random.default_rng(0).random((3, shape[0] * shape[1] * shape[2]))
+        _, _, outputs, _ = forward(net, to_images(x, shape))
+        assert [o.shape[2:] for o in outputs[:3]] == [(6, 14, 14), (16, 5, 5), (120, 1, 1)]
+    images = np.arange(2 * 4 * 4 * 3).reshape(2, 4, 4, 3)  # (N, H, W, C) flattened in that order
+    np.testing.assert_array_equal(to_images(images.reshape(2, -1), (4, 4, 3)), images.transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match="28 x 28 or 32 x 32"):
+        lenet((20, 20, 1), 10)
+    with pytest.raises(ValueError, match="need x of shape"):
+        to_images(np.zeros((2, 10)), (4, 4, 3))
+
+
+def test_lenet_learns_a_small_image_task():
+    """28 x 28 images whose class is the brighter half (left or right): LeNet by BP and Adam learns it in 40 steps."""
+    from sim.conv import train_convnet
+    from sim.conv_arch import lenet, to_images
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    images = rng.random((200, 28, 28, 1)) * 0.5
+    images[labels == 0, :, :14] += 0.5
+    images[labels == 1, :, 14:] += 0.5
+    x, y = to_images(images.reshape(200, -1), (28, 28, 1)), np.eye(2)[labels]
+    net = lenet((28, 28, 1), 2, 2, seed=0)
+    _, record, _ = train_convnet(net, x[:150], y[:150], rule="bp", steps=40, lr=0.003, batch_size=25,
+                                 optimizer="adam", test=(x[150:], y[150:]), record_every=20)
+    assert np.all(record["accuracy"][0] < 0.75)  # chance at the start
+    assert record["diverged"] == [] and np.all(record["accuracy"][-1] >= 0.9)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import to_device, to_host
-from ..conv import CONV_RULES, draw_conv_feedback, init_convnet, train_convnet
+from ..conv import CONV_RULES, LOCAL_RULES, draw_conv_feedback, train_convnet
+from ..conv_local import init_conv_modules
+from ..conv_arch import mnist1d_cnn
 from ..divergence import divergence_message
 from ..data.mnist1d import N_CLASSES, PUBLISHED_BASELINES, mnist1d, standardize
 from ..network import init_network
@@ -97,12 +99,17 @@ def train_rule(name: str, lr: float, data, test, settings: dict, ctx: Context, *
                 "angle of each hidden layer's teaching signal to BP's on the test set. A logistic regression (BP, "
                 "no hidden layer) checks the task against the published 32%. optimizer=adam trains the MLPs and the "
                 "logistic regression by Adam with step adam_lr instead (lrs and logistic_lr unused); rules may add dgl "
-                "(decoupled greedy learning, sim.local, no biases, SGD).",
+                "(decoupled greedy learning, sim.local, no biases, SGD). cnn_rules (with one step per rule in "
+                "cnn_lrs) add Greydanus's CNN (sim.conv_arch.mnist1d_cnn) trained with those rules for cnn_steps, "
+                "by cnn_optimizer (sgd or adam), with biases (cnn_bias) and init cnn_init (normal, or uniform: "
+                "PyTorch's default), and the angle of each layer's update to BP's; cnn_rules may include sg, cdni "
+                "(linear synthetic-gradient modules on each layer's flattened map, bootstrapped targets) and dgl "
+                "(a linear classifier on each layer's flattened map), sim.conv_local, trained with the weights.",
     defaults={"n_train": 4000, "n_test": 1000, "data_seed": 42, "standardize": True, "hidden": [100, 100],
               "activation": "tanh", "steps": 6000, "batch_size": 100, "record_every": 200,
               "rules": list(RULE_NAMES), "lrs": list(RULE_LRS), "sg_lr": 0.01, "kp_weight_decay": 1e-3,
               "logistic_lr": 0.3, "optimizer": "sgd", "adam_lr": 1e-3, "cnn_rules": [], "cnn_lrs": [],
-              "cnn_steps": 6000},
+              "cnn_steps": 6000, "cnn_optimizer": "sgd", "cnn_bias": False, "cnn_init": "normal"},
     schema={"n_train": POSITIVE_INT, "n_test": POSITIVE_INT, "data_seed": integer(0), "standardize": boolean(),
             "hidden": list_of(POSITIVE_INT, max_len=8), "activation": choice("tanh", "relu", "linear"),
             "steps": POSITIVE_INT, "batch_size": POSITIVE_INT, "record_every": POSITIVE_INT,
@@ -110,8 +117,11 @@ def train_rule(name: str, lr: float, data, test, settings: dict, ctx: Context, *
                              distinct=True),
             "lrs": list_of(POSITIVE, max_len=len(RULE_NAMES) + len(EXTRA_RULES)), "sg_lr": POSITIVE, "kp_weight_decay": real(0),
             "logistic_lr": POSITIVE, "optimizer": choice("sgd", "adam"), "adam_lr": POSITIVE,
-            "cnn_rules": list_of(choice(*CONV_RULES), min_len=0, max_len=len(CONV_RULES), distinct=True),
-            "cnn_lrs": list_of(POSITIVE, min_len=0, max_len=len(CONV_RULES)), "cnn_steps": POSITIVE_INT},
+            "cnn_rules": list_of(choice(*CONV_RULES, *LOCAL_RULES), min_len=0,
+                                 max_len=len(CONV_RULES) + len(LOCAL_RULES), distinct=True),
+            "cnn_lrs": list_of(POSITIVE, min_len=0, max_len=len(CONV_RULES) + len(LOCAL_RULES)),
+            "cnn_steps": POSITIVE_INT,
+            "cnn_optimizer": choice("sgd", "adam"), "cnn_bias": boolean(), "cnn_init": choice("normal", "uniform")},
     quick={"steps": 500, "record_every": 100},
     default_seeds=8,
     checks=(_check_lrs,),
@@ -138,33 +148,75 @@ def mnist1d_rules(settings: dict, ctx: Context) -> ExperimentResult:
     return result
 
 
-def _add_cnn(result: ExperimentResult, data, test, settings: dict, ctx: Context) -> None:
-    """Greydanus (2020)'s CNN (3 ReLU convolutions of 25 channels, kernels 5, 3, 3, stride 2, padding 1; a
-    linear read-out) trained with each of ``cnn_rules`` (:mod:`sim.conv`, plain SGD); a figure and metrics."""
-    n_points = data.n_inputs
+def train_cnn(name: str, lr: float, net, x, y, x_test, y_test, settings: dict, ctx: Context, *, steps: int):
+    """Train the ensemble ``net`` with rule ``name`` (:func:`sim.conv.train_convnet`); the record, on the test set.
+
+    ``settings``: ``cnn_optimizer`` (``sgd`` or ``adam``, step ``lr`` either
+    way), ``batch_size``, ``record_every``, ``kp_weight_decay`` (for ``kp``).
+    ``sg``, ``cdni``, ``dgl`` train fresh modules (:func:`sim.conv_local.init_conv_modules`) alongside.
+    """
+    feedback = init_conv_modules(name, net, x.shape[-2:], seed=ctx.seed) if name in LOCAL_RULES else \
+        draw_conv_feedback(name, net, x.shape[-2:], seed=ctx.seed)
+    _, record, _ = train_convnet(net, x, y, rule=name, steps=steps, lr=lr, batch_size=settings["batch_size"],
+                                 seed=ctx.seed, feedback=feedback,
+                                 weight_decay=settings["kp_weight_decay"] if name == "kp" else 0.0,
+                                 test=(x_test, y_test), record_every=settings["record_every"],
+                                 optimizer=settings["cnn_optimizer"])
+    return record
+
+
+def report_cnn(result: ExperimentResult, records: dict, lrs: dict, settings: dict, ctx: Context, *, title: str,
+               figure_prefix: str, layer_names, published: tuple | None = None) -> None:
+    """Add the CNN runs ``records`` (rule -> :func:`train_cnn`'s record) to ``result``: test accuracy (mean ± std),
+    the angle of each layer's update to BP's, divergences; figures ``{prefix}_cnn`` and ``{prefix}_cnn_alignment``."""
     fig, (ax,) = new_figure(1, width=6.0)
+    fig_align, ax_layers = new_figure(len(layer_names), width=4.6)
     result.metrics["cnn"] = {}
-    for name, lr in zip(settings["cnn_rules"], settings["cnn_lrs"]):
-        net = init_convnet([1, 25, 25, 25], [(1, 5), (1, 3), (1, 3)], [(1, 2)] * 3, [(0, 1)] * 3, [N_CLASSES],
-                           (1, n_points), ctx.n_seeds, seed=ctx.seed, activation="relu", xp=ctx.xp, dtype=ctx.dtype)
-        _, record, _ = train_convnet(net, data.x[:, None, None, :], data.y, rule=name, steps=settings["cnn_steps"],
-                                     lr=lr, batch_size=settings["batch_size"], seed=ctx.seed,
-                                     feedback=draw_conv_feedback(name, net, (1, n_points), seed=ctx.seed),
-                                     weight_decay=settings["kp_weight_decay"] if name == "kp" else 0.0,
-                                     test=(test.x[:, None, None, :], test.y), record_every=settings["record_every"])
-        mean_and_spread(ax, record["steps"], record["accuracy"], label=f"CNN, {name}", color=COLORS[name],
-                        clip=ACCURACY_RANGE, marker=MARKERS[name])
-        result.arrays[f"cnn_{name}_test_accuracy"] = record["accuracy"]
-        result.arrays[f"cnn_{name}_steps"] = record["steps"]
-        result.metrics["cnn"][name] = {"test_accuracy": summary_stats(record["accuracy"][-1])}
-        acc = result.metrics["cnn"][name]["test_accuracy"]
+    for name, record in records.items():
+        color, marker = COLORS.get(name, "k"), MARKERS.get(name, ".")
+        mean_and_spread(ax, record["steps"], record["accuracy"], label=f"CNN, {name}", color=color,
+                        clip=ACCURACY_RANGE, marker=marker)
+        angles = record["gradient_angle"]
+        result.arrays.update({f"cnn_{name}_test_accuracy": record["accuracy"], f"cnn_{name}_steps": record["steps"],
+                              f"cnn_{name}_gradient_angle": angles})
+        entry = {"test_accuracy": summary_stats(record["accuracy"][-1]), "lr": lrs[name],
+                 "optimizer": settings["cnn_optimizer"],
+                 "final_gradient_angle_deg_per_layer": [summary_stats(angles[-1, :, j]) for j in range(angles.shape[-1])]}
+        result.metrics["cnn"][name] = entry
+        result.diverged += [divergence_message(f"CNN {name}", d) for d in record["diverged"]]
+        if name != "bp":
+            for j, ax_layer in enumerate(ax_layers):
+                mean_and_spread(ax_layer, record["steps"], angles[..., j], label=name, color=color, clip=ANGLE_RANGE,
+                                marker=marker)
+        acc = entry["test_accuracy"]
         if acc["mean"] is not None:
             result.summary += f"; CNN {name}: test accuracy {100 * acc['mean']:.1f} ± {100 * acc['std']:.1f}%"
-    ax.axhline(PUBLISHED_BASELINES["CNN"] / 100, color="grey", ls="-.", lw=1, label="published CNN (94%)")
-    ax.set(xlabel="step", ylabel="test accuracy (fraction correct)", ylim=(0, 1), title="CNN on MNIST-1D")
+    if published is not None:
+        ax.axhline(published[1] / 100, color="grey", ls="-.", lw=1, label=f"{published[0]} ({published[1]:g}%)")
+    ax.set(xlabel="step", ylabel="test accuracy (fraction correct)", ylim=(0, 1), title=f"CNN on {title}")
     legend_outside(ax)
-    note_bands(fig, ctx.n_seeds, title="MNIST-1D, CNN (sim.conv)")
-    result.figures["mnist1d_cnn"] = fig
+    for ax_layer, layer in zip(ax_layers, layer_names):
+        ax_layer.axhline(90, color="grey", lw=0.8, ls="--")
+        ax_layer.set(xlabel="step", ylabel="angle to BP's update (degrees)", ylim=(0, 120), title=layer)
+        if ax_layer.get_legend_handles_labels()[0]:  # some rule other than BP was drawn
+            legend_outside(ax_layer)
+    note_bands(fig, ctx.n_seeds, title=f"{title}, CNN (sim.conv, {settings['cnn_optimizer']})")
+    note_bands(fig_align, ctx.n_seeds, title=f"{title}, CNN: angle of each layer's weight update to BP's (test set)")
+    result.figures[f"{figure_prefix}_cnn"] = fig
+    result.figures[f"{figure_prefix}_cnn_alignment"] = fig_align
+
+
+def _add_cnn(result: ExperimentResult, data, test, settings: dict, ctx: Context) -> None:
+    """Greydanus (2020)'s CNN (:func:`sim.conv_arch.mnist1d_cnn`) trained with each of ``cnn_rules``."""
+    records = {}
+    x, x_test = data.x[:, None, None, :], test.x[:, None, None, :]
+    for name, lr in zip(settings["cnn_rules"], settings["cnn_lrs"]):
+        net = mnist1d_cnn(data.n_inputs, N_CLASSES, ctx.n_seeds, seed=ctx.seed, bias=settings["cnn_bias"],
+                          init=settings["cnn_init"], xp=ctx.xp, dtype=ctx.dtype)
+        records[name] = train_cnn(name, lr, net, x, data.y, x_test, test.y, settings, ctx, steps=settings["cnn_steps"])
+    report_cnn(result, records, dict(zip(settings["cnn_rules"], settings["cnn_lrs"])), settings, ctx,
+               title="MNIST-1D", figure_prefix="mnist1d", layer_names=["conv 1", "conv 2", "conv 3", "read-out"],
+               published=("published CNN, Adam", PUBLISHED_BASELINES["CNN"]))
 
 
 def report_rules(ctx: Context, settings, data, test, results: dict, logistic, diverged: list, *, baselines: dict,
