@@ -190,6 +190,21 @@ def _has_data(artist) -> bool:
     return True
 
 
+def _cut_off(ax) -> int:
+    """How many finite points of the lines of ``ax`` fall outside its y limits (beyond 1% of the span): data
+    a fixed ``ylim`` silently cuts off. Reference lines (``axhline``) are drawn in axes coordinates and do not
+    count."""
+    lo, hi = sorted(ax.get_ylim())
+    slack = 0.01 * (hi - lo)
+    count = 0
+    for line in ax.lines:
+        if line.get_visible() and line.get_transform() is ax.transData and len(line.get_xydata()):
+            y = np.asarray(line.get_xydata(), dtype=float)[:, 1]
+            y = y[np.isfinite(y)]
+            count += int(np.sum((y < lo - slack) | (y > hi + slack)))
+    return count
+
+
 def figure_problems(fig, *, name: str = "figure") -> list[str]:
     """What breaks the figure conventions of the project in ``fig``; empty when it follows them.
 
@@ -205,6 +220,7 @@ def figure_problems(fig, *, name: str = "figure") -> list[str]:
     * entries of one legend look different (colour, line style, marker);
     * a figure with unlabelled filled bands says what they are (a text containing "band");
     * bands of bounded quantities stay in their range (:data:`BOUNDED`, from the y label);
+    * no line of a bounded quantity is cut off by its y limits (linear axes; points beyond 1% of the span);
     * no two texts overlap (titles, axis and tick labels, annotations, legends), no text
       of one axes lies over another axes, axes do not overlap, and a legend inside its
       axes covers at most 5% of the data points.
@@ -275,6 +291,10 @@ def figure_problems(fig, *, name: str = "figure") -> list[str]:
             problems.append(f"{where}: filled bands without a note saying what they are")
         bounds = next((r for key, r in BOUNDED.items() if key in ax.get_ylabel().lower()), None)
         if bounds is not None:
+            cut = _cut_off(ax) if ax.get_yscale() == "linear" else 0
+            if cut:
+                problems.append(f"{where}: {cut} points of the lines lie outside the y limits (the valid range of "
+                                f"{ax.get_ylabel()!r} is {bounds})")
             for a in artists:
                 if isinstance(a, FillBetweenPolyCollection):
                     y = np.concatenate([p.vertices[:, 1] for p in a.get_paths()] or [np.zeros(0)])

@@ -116,6 +116,7 @@ def test_a_figure_that_follows_the_conventions_passes():
     (lambda fig, ax: ax.set_xticks(np.linspace(0, 9, 60)), "xtick of axes 0 overlaps xtick"),
     (lambda fig, ax: ax.set_title("accuracy"), "bands without a note"),
     (lambda fig, ax: _crowd_the_legend(ax), "the legend covers"),
+    (lambda fig, ax: ax.set_ylim(0.5, 1.0), "outside the y limits"),
 ])
 def test_the_check_catches(breakage, message):
     fig, ax = _good()

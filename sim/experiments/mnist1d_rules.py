@@ -197,7 +197,7 @@ def report_cnn(result: ExperimentResult, records: dict, lrs: dict, settings: dic
     legend_outside(ax)
     for ax_layer, layer in zip(ax_layers, layer_names):
         ax_layer.axhline(90, color="grey", lw=0.8, ls="--")
-        ax_layer.set(xlabel="step", ylabel="angle to BP's update (degrees)", ylim=(0, 120), title=layer)
+        ax_layer.set(xlabel="step", ylabel="angle to BP's update (degrees)", ylim=(0, 180), title=layer)
         if ax_layer.get_legend_handles_labels()[0]:  # some rule other than BP was drawn
             legend_outside(ax_layer)
     note_bands(fig, ctx.n_seeds, title=f"{title}, CNN (sim.conv, {settings['cnn_optimizer']})")
@@ -270,7 +270,7 @@ def report_rules(ctx: Context, settings, data, test, results: dict, logistic, di
     legend_outside(ax_final)
     for j, ax in enumerate(ax_layers):
         ax.axhline(90, color="grey", lw=0.8, ls="--")
-        ax.set(xlabel="step", ylabel="angle to BP's signal (degrees)", ylim=(0, 120),
+        ax.set(xlabel="step", ylabel="angle to BP's signal (degrees)", ylim=(0, 180),
                title=f"hidden layer {j + 1}: signal vs BP (test set)")
     for ax in ax_layers:
         if ax.get_legend_handles_labels()[0]:  # some rule other than BP was drawn
