@@ -415,8 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sweep", action="store_true", help="the sweep engine instead: throughput of 2 local "
                        "Dask workers vs serial, overhead per point")
     bench.add_argument("--convex", action="store_true", help="the convex solvers instead: first-order (FISTA) vs "
-                       "cvxpy + Clarabel on the gated-ReLU program, then augmented Lagrangian vs Clarabel on the "
-                       "ReLU program; scaling, batched ensemble vs a loop")
+                       "cvxpy + Clarabel on the gated-ReLU program, then the active-set method and the augmented "
+                       "Lagrangian vs Clarabel on the ReLU program; scaling, batched ensemble vs a loop")
     bench.set_defaults(func=cmd_bench)
 
     sweep = sub.add_parser("sweep", help="a study: an experiment over a grid of settings and seeds, on Dask, "

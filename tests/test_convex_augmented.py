@@ -134,11 +134,15 @@ def test_relu_bench_runs_and_formats():
     main = results["main"]
     assert main["al_status"] == "converged" and main["al_certified_gap"] <= bench.GAP
     assert main["al_violation"] <= bench.FEASIBILITY and abs(main["gap_to_clarabel"]) <= 10 * bench.GAP
+    assert main["active_set_status"] == "kkt" and main["active_set_certified_gap"] <= 1e-9
+    assert abs(main["active_set_gap_to_clarabel"]) <= 1e-8 and main["active_set_violation"] <= 1e3 * EPS
     assert [s["n"] for s in results["scaling"]["n"]] == [40, 50]
     assert [s["patterns"] for s in results["scaling"]["patterns"]] == [10, 16]
+    assert all(s["status"] == "kkt" for s in results["scaling"]["n"] + results["scaling"]["patterns"])
     assert results["ensemble"]["max_relative_difference"] <= 1e3 * EPS
+    assert abs(results["ensemble"]["al_vs_active_set_max_relative_gap"]) <= 10 * bench.GAP  # AL: feasible to 1e-7
     text = bench.format_relu_bench(results)
-    assert "augmented Lagrangian" in text and "speedup" in text
+    assert "augmented Lagrangian" in text and "active-set Newton" in text and "speedup" in text
     assert "ReLU program" in bench.format_convex_bench({**_gated_stub(), "relu": results})
 
 

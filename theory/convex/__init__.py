@@ -17,6 +17,9 @@ r"""Convex programs of this project: programs, solvers and certificates.
 * :mod:`theory.convex.augmented`: an augmented Lagrangian solver of the ReLU program itself (cone
   constraints kept), FISTA with backtracking inside, batched over an ensemble axis on the array API;
   ``two_layer_relu(..., solver="al")``.
+* :mod:`theory.convex.active_set`: the ReLU program solved exactly by an active-set Newton method
+  on the cones' faces, with a certificate, :func:`active_set_relu`; ``two_layer_relu(..., solver="active-set")``
+  (what ``"auto"`` picks for programs too large for Clarabel).
 * :mod:`theory.convex.layerwise`: greedy layerwise training by convex steps.
 * :mod:`theory.convex.vector`: vector-output networks (Sahiner et al. 2021): the gated
   nuclear-norm relaxation, an exact dual norm for small ``d``, and a certified sandwich
@@ -40,6 +43,7 @@ from .top_classifier import (  # noqa: F401  (the public names of the former mod
     solve_top_classifier,
     top_classifier,
 )
+from .active_set import ActiveSetResult, active_set_relu  # noqa: F401,E402
 from .arrangements import arrangement_count, exact_arrangements, sample_arrangements  # noqa: F401,E402
 from .relu import (  # noqa: F401,E402
     ReluCertificate,

@@ -1,4 +1,4 @@
-r"""``bbp bench --convex``: the first-order solver against cvxpy + Clarabel on the gated-ReLU program.
+r"""``bbp bench --convex``: our solvers against cvxpy + Clarabel on the gated-ReLU and the ReLU programs.
 
 Both solve the same problem (:mod:`theory.convex.relu`, gated relaxation over
 sampled patterns): Clarabel to its default interior-point accuracy (its
@@ -16,15 +16,16 @@ Pass ``xp`` (a namespace such as CuPy) to run FISTA on another backend; the
 reference always runs on the CPU.
 
 The ReLU program itself (with the cone constraints, same data and patterns):
-Clarabel against the augmented Lagrangian solver (:mod:`theory.convex.augmented`)
-run until its certified relative gap is at most ``1e-6`` and its relative
-constraint violation at most ``1e-7``; reported with its gap to Clarabel's
-value (negative when the small violation lets it dip below), its violation,
-the same scaling figures and an ensemble of 16 (smaller) problems in one
-batched call against 16 calls; every AL solve stops after ``AL_MAX_ITER``
-iterations at most (its status says so). (Clarabel's ReLU program has ``2nP``
-linear constraints: at the full size it takes many minutes, and the full bench
-with it takes the better part of an hour on two cores.)
+Clarabel against the active-set Newton method (:mod:`theory.convex.active_set`,
+exact: it stops at a KKT point, feasible to rounding, and reports its certified
+gap and its gap to Clarabel's value), and against the augmented Lagrangian
+solver (:mod:`theory.convex.augmented`, first-order) run until its certified
+relative gap is at most ``1e-6`` and its relative constraint violation at most
+``1e-7`` (or ``AL_MAX_ITER`` iterations; its status says which); the active
+set's scaling in ``n`` and in the number of patterns; an ensemble of 16
+(smaller) problems in one batched AL call against 16 AL calls and 16
+active-set calls. (Clarabel's ReLU program has ``2nP`` linear constraints: at
+the full size it takes about ten minutes on two cores, and so does the AL.)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import time
 import numpy as np
 
 from .arrangements import sample_arrangements
+from .active_set import active_set_relu
 from .augmented import al_relu
 from .first_order import fista_gated
 from .relu import cone_violation, convex_objective, solve_cvxpy
@@ -49,7 +51,7 @@ QUICK = {"n": 300, "d": 8, "patterns": 40, "ns": (150, 300), "pattern_counts": (
 #: The AL solver's relative constraint violation allowed in the bench (its certified gap is GAP).
 FEASIBILITY = 1e-7
 #: The most AL iterations per solve in the bench (a run that stops there reports status "max_iter").
-AL_MAX_ITER = 20000
+AL_MAX_ITER = 5000
 GAP = 1e-6
 
 
@@ -131,8 +133,15 @@ def _al(X, y, mask, beta, xp):
     return time.perf_counter() - start, res
 
 
+def _active_set(X, y, mask, beta):
+    start = time.perf_counter()
+    res = active_set_relu(X, y, beta, mask)
+    return time.perf_counter() - start, res
+
+
 def run_relu_bench(cfg: dict, *, xp=None, say=lambda msg: None) -> dict:
-    """The ReLU-program figures (module docstring): Clarabel against the AL solver, scaling, ensemble."""
+    """The ReLU-program figures (module docstring): Clarabel against the active-set method and the AL solver,
+    the active set's scaling, the AL's ensemble."""
     xp = np if xp is None else xp
     X, y, mask, beta = problem(cfg["n"], cfg["d"], cfg["patterns"])
     say(f"convex bench: ReLU program, Clarabel on n={cfg['n']}, d={cfg['d']}, P={mask.shape[1]} ...")
@@ -140,6 +149,9 @@ def run_relu_bench(cfg: dict, *, xp=None, say=lambda msg: None) -> dict:
     v, w, status, _ = solve_cvxpy(X, y, beta, mask)
     clarabel_s = time.perf_counter() - start
     reference = convex_objective(X, y, beta, mask, v, w)
+    say("convex bench: ReLU program, active-set method ...")
+    as_s, act = _active_set(X, y, mask, beta)
+    as_value = convex_objective(X, y, beta, mask, act.V, act.W)
     say("convex bench: ReLU program, augmented Lagrangian ...")
     al_s, res = _al(X, y, mask, beta, xp)
     V, W = np.asarray(res.V), np.asarray(res.W)
@@ -147,6 +159,10 @@ def run_relu_bench(cfg: dict, *, xp=None, say=lambda msg: None) -> dict:
     main = {"n": cfg["n"], "d": cfg["d"], "patterns": int(mask.shape[1]), "beta": beta,
             "clarabel_seconds": clarabel_s, "clarabel_status": status, "clarabel_objective": reference,
             "clarabel_violation": cone_violation(X, mask, v, w),
+            "active_set_seconds": as_s, "active_set_status": act.status, "active_set_objective": as_value,
+            "active_set_certified_gap": act.relative_gap, "active_set_violation": cone_violation(X, mask, act.V, act.W),
+            "active_set_gap_to_clarabel": (as_value - reference) / abs(reference),
+            "active_set_speedup": clarabel_s / as_s, "active_set_width": act.active, "active_set_counts": act.counts,
             "al_seconds": al_s, "al_iterations": int(res.iterations), "al_outer": int(res.outer),
             "al_status": res.status, "al_objective": value,
             "al_certified_gap": (value - float(res.lower_bound)) / abs(value),
@@ -154,17 +170,17 @@ def run_relu_bench(cfg: dict, *, xp=None, say=lambda msg: None) -> dict:
             "gap_to_clarabel": (value - reference) / abs(reference), "speedup": clarabel_s / al_s}
     scaling = {"n": [], "patterns": []}
     for n in cfg["ns"]:
-        say(f"convex bench: ReLU program, AL scaling n={n} ...")
-        seconds, r = _al(*problem(n, cfg["d"], cfg["patterns"]), xp)
-        scaling["n"].append({"n": n, "seconds": seconds, "iterations": int(r.iterations), "status": r.status})
-    scaling["n"].append({"n": cfg["n"], "seconds": al_s, "iterations": int(res.iterations), "status": res.status})
+        say(f"convex bench: ReLU program, active-set scaling n={n} ...")
+        seconds, r = _active_set(*problem(n, cfg["d"], cfg["patterns"]))
+        scaling["n"].append({"n": n, "seconds": seconds, "steps": r.counts["steps"], "status": r.status})
+    scaling["n"].append({"n": cfg["n"], "seconds": as_s, "steps": act.counts["steps"], "status": act.status})
     for p in cfg["pattern_counts"]:
-        say(f"convex bench: ReLU program, AL scaling P={p} ...")
-        seconds, r = _al(*problem(cfg["n"], cfg["d"], p), xp)
-        scaling["patterns"].append({"patterns": p, "seconds": seconds, "iterations": int(r.iterations),
+        say(f"convex bench: ReLU program, active-set scaling P={p} ...")
+        seconds, r = _active_set(*problem(cfg["n"], cfg["d"], p))
+        scaling["patterns"].append({"patterns": p, "seconds": seconds, "steps": r.counts["steps"],
                                     "status": r.status})
-    scaling["patterns"].append({"patterns": cfg["patterns"], "seconds": al_s, "iterations": int(res.iterations),
-                                "status": res.status})
+    scaling["patterns"].append({"patterns": cfg["patterns"], "seconds": as_s, "steps": act.counts["steps"],
+                                "status": act.status})
     say(f"convex bench: ReLU program, AL ensemble of {cfg['ensemble']} ...")
     members = [problem(cfg["ensemble_n"], cfg["d"], cfg["ensemble_patterns"], seed=s) for s in range(cfg["ensemble"])]
     width = min(m[2].shape[1] for m in members)
@@ -175,12 +191,18 @@ def run_relu_bench(cfg: dict, *, xp=None, say=lambda msg: None) -> dict:
     start = time.perf_counter()
     singles = [_al(Xs[e], ys[e], masks[e], beta_e, xp)[1] for e in range(len(members))]
     loop_s = time.perf_counter() - start
+    start = time.perf_counter()
+    exact = [_active_set(Xs[e], ys[e], masks[e], beta_e)[1].objective for e in range(len(members))]
+    as_loop_s = time.perf_counter() - start
     loop_values = np.array([float(r.objective) for r in singles])
     ensemble = {"members": len(members), "n": cfg["ensemble_n"], "patterns": width, "batched_seconds": batched_s,
                 "loop_seconds": loop_s, "speedup": loop_s / batched_s, "batched_status": batched.status,
                 "member_iterations": [int(i) for i in batched.member_iterations],
                 "max_relative_difference": float(np.max(np.abs(np.asarray(batched.objective) - loop_values)
-                                                        / np.abs(loop_values)))}
+                                                        / np.abs(loop_values))),
+                "active_set_loop_seconds": as_loop_s,
+                "al_vs_active_set_max_relative_gap": float(np.max((np.asarray(batched.objective) - exact)
+                                                                  / np.abs(exact)))}
     return {"target_gap": GAP, "feasibility": FEASIBILITY, "main": main, "scaling": scaling, "ensemble": ensemble}
 
 
@@ -188,19 +210,24 @@ def format_relu_bench(results: dict) -> str:
     """A short table of :func:`run_relu_bench`'s figures."""
     m, e = results["main"], results["ensemble"]
     return "\n".join([
-        f"ReLU program (cone constraints), n={m['n']}, d={m['d']}, P={m['patterns']}, certified gap {GAP:g}, "
-        f"violation {FEASIBILITY:g}",
+        f"ReLU program (cone constraints), n={m['n']}, d={m['d']}, P={m['patterns']}",
         f"  cvxpy + Clarabel  {m['clarabel_seconds']:8.2f} s   ({m['clarabel_status']})",
-        f"  augmented Lagrangian {m['al_seconds']:5.2f} s   {m['al_iterations']} iterations ({m['al_status']}), "
-        f"certified gap {m['al_certified_gap']:.1e}, gap to Clarabel {m['gap_to_clarabel']:+.1e}, "
-        f"violation {m['al_violation']:.1e}",
-        f"  speedup           {m['speedup']:8.1f} x",
-        "  AL scaling in n:        " + ", ".join(f"{s['n']}: {s['seconds']:.2f} s ({s['iterations']} it, {s['status']})"
-                                             for s in results["scaling"]["n"]),
-        "  AL scaling in patterns: " + ", ".join(f"{s['patterns']}: {s['seconds']:.2f} s ({s['iterations']} it, "
-                                             f"{s['status']})" for s in results["scaling"]["patterns"]),
-        f"  ensemble of {e['members']} (n={e['n']}, P={e['patterns']}): batched {e['batched_seconds']:.2f} s, "
-        f"{e['members']} calls {e['loop_seconds']:.2f} s, speedup {e['speedup']:.1f} x"])
+        f"  active-set Newton {m['active_set_seconds']:8.2f} s   {m['active_set_counts']['steps']} steps "
+        f"({m['active_set_status']}), width {m['active_set_width']}, certified gap "
+        f"{m['active_set_certified_gap']:.1e}, gap to Clarabel {m['active_set_gap_to_clarabel']:+.1e}, "
+        f"violation {m['active_set_violation']:.1e}",
+        f"  speedup           {m['active_set_speedup']:8.1f} x",
+        f"  augmented Lagrangian {m['al_seconds']:5.2f} s   {m['al_iterations']} iterations ({m['al_status']}; "
+        f"certified gap {GAP:g}, violation {FEASIBILITY:g} asked), certified gap {m['al_certified_gap']:.1e}, "
+        f"gap to Clarabel {m['gap_to_clarabel']:+.1e}, violation {m['al_violation']:.1e}, "
+        + (f"speedup {m['speedup']:.1f} x" if m["al_status"] == "converged" else "not converged: no speedup"),
+        "  active-set scaling in n:        " + ", ".join(f"{s['n']}: {s['seconds']:.2f} s ({s['steps']} steps)"
+                                                     for s in results["scaling"]["n"]),
+        "  active-set scaling in patterns: " + ", ".join(f"{s['patterns']}: {s['seconds']:.2f} s ({s['steps']} steps)"
+                                                     for s in results["scaling"]["patterns"]),
+        f"  AL ensemble of {e['members']} (n={e['n']}, P={e['patterns']}): batched {e['batched_seconds']:.2f} s, "
+        f"{e['members']} calls {e['loop_seconds']:.2f} s, speedup {e['speedup']:.1f} x; "
+        f"{e['members']} active-set calls {e['active_set_loop_seconds']:.2f} s"])
 
 
 def format_convex_bench(results: dict) -> str:

@@ -67,8 +67,9 @@ import numpy as np
 
 from . import arrangements as arr
 
-SOLVERS = ("auto", "cvxpy", "fista", "al")
-#: ``solver="auto"`` uses cvxpy + Clarabel when n * P * d is at most this, the first-order solver above.
+SOLVERS = ("auto", "cvxpy", "active-set", "fista", "al")
+#: ``solver="auto"`` uses cvxpy + Clarabel when n * P * d is at most this, the active-set method above
+#: (:func:`gated_relu`: the first-order FISTA above).
 CVXPY_MAX_SIZE = 200_000
 #: Clarabel's tolerances (absolute and relative gap, feasibility).
 CLARABEL_OPTIONS = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9}
@@ -445,11 +446,11 @@ def _row_space(x) -> np.ndarray:
     return np.eye(x.shape[1]) if rank == x.shape[1] else vt[:max(rank, 1)].T
 
 
-def _pick_solver(solver: str, x, mask) -> str:
+def _pick_solver(solver: str, x, mask, *, large: str = "active-set") -> str:
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
     if solver == "auto":
-        return "cvxpy" if x.shape[0] * x.shape[1] * mask.shape[1] <= CVXPY_MAX_SIZE else "fista"
+        return "cvxpy" if x.shape[0] * x.shape[1] * mask.shape[1] <= CVXPY_MAX_SIZE else large
     return solver
 
 
@@ -458,9 +459,9 @@ def gated_relu(X, y, beta: float, *, arrangements="exact", solver: str = "auto",
     r"""The gated-ReLU relaxation over the patterns (module docstring); a lower bound on :func:`two_layer_relu`."""
     x, t, beta = _check_problem(X, y, beta)
     mask, gates, label, exact = patterns(x, arrangements, seed=seed)
-    solver = _pick_solver(solver, x, mask)
-    if solver == "al":
-        raise ValueError("solver='al' solves the ReLU program (two_layer_relu); the gated program allows "
+    solver = _pick_solver(solver, x, mask, large="fista")
+    if solver in ("al", "active-set"):
+        raise ValueError(f"solver={solver!r} solves the ReLU program (two_layer_relu); the gated program allows "
                          "'auto', 'cvxpy' or 'fista'")
     start = time.perf_counter()
     if solver == "cvxpy":
@@ -567,13 +568,15 @@ def two_layer_relu(X, y, beta: float, *, arrangements="exact", solver: str = "au
     arrangements : ``"exact"`` (every pattern; points in general position, small ``d``), an
         integer number of Gaussian gates (the optimum is then over the sampled patterns), or an
         array of given gates ``(d, P)``.
-    solver : ``"cvxpy"`` (Clarabel, the oracle), ``"fista"`` (gated relaxation by
+    solver : ``"cvxpy"`` (Clarabel, the oracle), ``"active-set"`` (the ReLU program itself by the
+        active-set Newton method, :func:`theory.convex.active_set.active_set_relu`: exact and
+        feasible to rounding, certified; the fast one), ``"fista"`` (gated relaxation by
         :func:`theory.convex.first_order.fista_gated`, then the cone decomposition: feasible,
         optimal when the decomposition is exact, certified by the gap either way), ``"al"`` (the
         ReLU program itself by the augmented Lagrangian method,
         :func:`theory.convex.augmented.al_relu`: optimal to the certified gap, feasible to
         ``tolerance`` relatively, not exactly) or ``"auto"`` (cvxpy when n * P * d <=
-        :data:`CVXPY_MAX_SIZE`, else ``"fista"``).
+        :data:`CVXPY_MAX_SIZE`, else ``"active-set"``).
 
     Returns
     -------
@@ -593,11 +596,26 @@ def two_layer_relu(X, y, beta: float, *, arrangements="exact", solver: str = "au
                             time.perf_counter() - start, beta, extra={"X": x})
     if solver == "al":
         return _solve_al(x, t, beta, mask, gates, label, exact, tolerance, start)
+    if solver == "active-set":
+        return _solve_active_set(x, t, beta, mask, gates, label, exact, tolerance, start)
     gated = gated_relu(x, t, beta, arrangements=arrangements, solver="fista", seed=seed, tolerance=tolerance)
     gated.extra["y"] = t
     out = cone_decompose(x, gated, y=t, tolerance=tolerance)
     out.seconds = time.perf_counter() - start
     return out
+
+
+def _solve_active_set(x, t, beta, mask, gates, label, exact, tolerance, start) -> ReluSolution:
+    """The ``solver="active-set"`` path of :func:`two_layer_relu`."""
+    from .active_set import active_set_relu
+
+    res = active_set_relu(x, t, beta, mask)
+    v, w = res.V, res.W
+    primal = convex_objective(x, t, beta, mask, v, w)
+    cert = ReluCertificate(primal, res.lower_bound, primal - res.lower_bound, cone_violation(x, mask, v, w),
+                           res.status, tolerance)
+    return ReluSolution(primal, v, w, mask, gates, cert, label, exact, "active-set", time.perf_counter() - start,
+                        beta, extra={"X": x, **res.counts})
 
 
 def _solve_al(x, t, beta, mask, gates, label, exact, tolerance, start) -> ReluSolution:
