@@ -25,7 +25,7 @@ relative gap is at most ``1e-6`` and its relative constraint violation at most
 set's scaling in ``n`` and in the number of patterns; an ensemble of 16
 (smaller) problems in one batched AL call against 16 AL calls and 16
 active-set calls. (Clarabel's ReLU program has ``2nP`` linear constraints: at
-the full size it takes about ten minutes on two cores, and so does the AL.)
+the full size it takes about ten minutes on two cores; the whole bench about twenty.)
 """
 
 from __future__ import annotations

@@ -615,7 +615,7 @@ def _solve_active_set(x, t, beta, mask, gates, label, exact, tolerance, start) -
     cert = ReluCertificate(primal, res.lower_bound, primal - res.lower_bound, cone_violation(x, mask, v, w),
                            res.status, tolerance)
     return ReluSolution(primal, v, w, mask, gates, cert, label, exact, "active-set", time.perf_counter() - start,
-                        beta, extra={"X": x, **res.counts})
+                        beta, extra={**({"X": x} if res.status == "kkt" else {}), **res.counts})  # prune optima only
 
 
 def _solve_al(x, t, beta, mask, gates, label, exact, tolerance, start) -> ReluSolution:
