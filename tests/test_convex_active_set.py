@@ -21,8 +21,9 @@ from theory.convex.bench import problem
 from theory.convex.relu import cone_violation, convex_objective, nonconvex_objective, solve_cvxpy
 
 EPS = np.finfo(np.float64).eps
-#: Clarabel stops at relative gaps of 1e-9 (relu.CLARABEL_OPTIONS): the two optima agree to about that.
-ORACLE = 1e-8
+#: Clarabel stops at relative gaps of 1e-9 (relu.CLARABEL_OPTIONS) and its point is feasible to 1e-9: on 300
+#: random programs the two values agreed to 4.9e-9 at worst. The precise check is the certified gap (<= 1e-9).
+ORACLE = 1e-7
 
 
 def oracle(X, y, beta, mask):
